@@ -1,0 +1,82 @@
+"""The ClientApp: trains and evaluates the global model on this SuperNode's partition,
+and reports how it went as CBOR metadata next to the usual records."""
+
+from __future__ import annotations
+
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from app import task
+from app.logging import configure_logging, get_logger
+from app.metadata import to_config_record
+
+configure_logging()  # no-op where flowerdock_logging.pth already did it
+app = ClientApp()
+log = get_logger("app.client")
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Train the received model locally."""
+    config = context.run_config
+    net = _received_model(msg)
+    trainset, _ = _local_data(context)
+    loss, meta = task.train(
+        net,
+        trainset,
+        epochs=int(config["local-epochs"]),
+        lr=float(config["learning-rate"]),
+        batch_size=int(config["batch-size"]),
+        tolerance=float(config["convergence-tolerance"]),
+        seed=int(config["seed"]) + int(msg.content["config"]["server-round"]),
+    )
+    record_name, record = to_config_record(meta)
+    log.info("local_train_done", run_id=context.run_id, examples=len(trainset), train_loss=loss,
+             training_time=meta.training_time, converged=meta.converged)
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord(net.state_dict()),
+            "metrics": MetricRecord({"train_loss": loss, "num-examples": len(trainset)}),
+            record_name: record,
+        }
+    )
+    return Message(content=content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Evaluate the received model on the local validation split."""
+    net = _received_model(msg)
+    _, valset = _local_data(context)
+    loss, accuracy, meta = task.evaluate(net, valset)
+    record_name, record = to_config_record(meta)
+    content = RecordDict(
+        {
+            "metrics": MetricRecord({"eval_loss": loss, "eval_acc": accuracy, "num-examples": len(valset)}),
+            record_name: record,
+        }
+    )
+    return Message(content=content, reply_to=msg)
+
+
+def _received_model(msg: Message) -> task.Net:
+    net = task.Net()
+    net.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    return net
+
+
+def _local_data(context: Context) -> tuple[task.Split, task.Split]:
+    node, run = context.node_config, context.run_config
+    missing = [key for key in ("partition-id", "num-partitions") if key not in node]
+    if missing:
+        raise ValueError(
+            f"node config lacks {', '.join(missing)}: start the SuperNode with "
+            '--node-config "partition-id=<N> num-partitions=<TOTAL>"'
+        )
+    return task.load_partition(
+        int(node["partition-id"]),
+        int(node["num-partitions"]),
+        partitioning=str(run["partitioning"]),
+        alpha=float(run["dirichlet-alpha"]),
+        seed=int(run["seed"]),
+    )

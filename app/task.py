@@ -1,0 +1,185 @@
+"""The model, the data and the local training and evaluation loops.
+
+Data: scikit-learn's bundled `load_digits` (1,797 8x8 images of digits 0-9), which
+ships inside the scikit-learn wheel, so nothing is downloaded at run time. A fixed
+fifth of it is the server's held-out test set; the rest is split among SuperNodes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from app.metadata import EvaluateProcessMetadata, TrainProcessMetadata
+
+NUM_CLASSES = 10
+TEST_FRACTION = 0.2  # of the whole data set, held out for the server
+VALIDATION_EVERY = 5  # every 5th sample of a partition is its local validation set
+
+
+class Net(nn.Module):
+    """A small CNN for 8x8 grey-scale digits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 4x4
+            nn.Conv2d(16, 32, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 2x2
+        )
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(32 * 2 * 2, 64), nn.ReLU(), nn.Linear(64, NUM_CLASSES))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+# --- Data ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Split:
+    images: np.ndarray  # (n, 1, 8, 8) float32 in [0, 1]
+    labels: np.ndarray  # (n,) int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def loader(self, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+        dataset = TensorDataset(torch.from_numpy(self.images), torch.from_numpy(self.labels))
+        generator = torch.Generator().manual_seed(seed)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+
+
+@lru_cache(maxsize=4)
+def _train_and_test(seed: int) -> tuple[Split, Split]:
+    digits = load_digits()
+    images = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
+    labels = digits.target.astype(np.int64)
+    order = np.random.default_rng(seed).permutation(len(labels))
+    n_test = int(len(labels) * TEST_FRACTION)
+    test, train = order[:n_test], order[n_test:]
+    return Split(images[train], labels[train]), Split(images[test], labels[test])
+
+
+def load_test_set(seed: int) -> Split:
+    """The server's held-out test set (never seen by any SuperNode)."""
+    return _train_and_test(seed)[1]
+
+
+def partition_indices(
+    labels: np.ndarray, num_partitions: int, partitioning: str, alpha: float, seed: int
+) -> list[np.ndarray]:
+    """Split sample indices among partitions; every partition gets at least one.
+
+    iid: a shuffled round-robin, so sizes differ by at most one.
+    dirichlet: per class, shares drawn from Dirichlet(alpha) (small alpha, more skew).
+    """
+    if num_partitions < 1 or num_partitions > len(labels):
+        raise ValueError(f"num-partitions must be between 1 and {len(labels)}, got {num_partitions}")
+    rng = np.random.default_rng(seed)
+    if partitioning == "iid":
+        order = rng.permutation(len(labels))
+        return [np.sort(order[i::num_partitions]) for i in range(num_partitions)]
+    if partitioning != "dirichlet":
+        raise ValueError(f"partitioning must be 'iid' or 'dirichlet', got {partitioning!r}")
+    if not alpha > 0:
+        raise ValueError(f"dirichlet-alpha must be positive, got {alpha}")
+    parts: list[list[int]] = [[] for _ in range(num_partitions)]
+    for cls in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        shares = rng.dirichlet(np.full(num_partitions, alpha))
+        cuts = (np.cumsum(shares)[:-1] * len(members)).astype(int)
+        for part, chunk in zip(parts, np.split(members, cuts)):
+            part.extend(chunk.tolist())
+    # Skewed draws leave some partitions empty; give each one a sample from the largest.
+    for part in parts:
+        if not part:
+            largest = max(parts, key=len)
+            part.append(largest.pop())
+    return [np.sort(np.array(p, dtype=np.int64)) for p in parts]
+
+
+def load_partition(
+    partition_id: int, num_partitions: int, partitioning: str = "iid", alpha: float = 0.5, seed: int = 42
+) -> tuple[Split, Split]:
+    """A SuperNode's (train, validation) data: the same on every node for one seed."""
+    if not 0 <= partition_id < num_partitions:
+        raise ValueError(f"partition-id must be in [0, {num_partitions}), got {partition_id}")
+    train, _ = _train_and_test(seed)
+    indices = partition_indices(train.labels, num_partitions, partitioning, alpha, seed)[partition_id]
+    is_val = np.arange(len(indices)) % VALIDATION_EVERY == VALIDATION_EVERY - 1
+    if is_val.all() or not is_val.any():  # too small to split: validate on what there is
+        is_val[:] = False
+        val_idx = indices
+    else:
+        val_idx = indices[is_val]
+    train_idx = indices[~is_val]
+    return (
+        Split(train.images[train_idx], train.labels[train_idx]),
+        Split(train.images[val_idx], train.labels[val_idx]),
+    )
+
+
+# --- Training and evaluation ----------------------------------------------------------
+
+
+def train(
+    net: Net, data: Split, epochs: int, lr: float, batch_size: int, tolerance: float, seed: int
+) -> tuple[float, TrainProcessMetadata]:
+    """Train locally; return the last epoch's mean loss and how training went."""
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+    criterion = nn.CrossEntropyLoss()
+    net.train()
+    losses: dict[str, float] = {}
+    for epoch in range(1, epochs + 1):
+        total, count = 0.0, 0
+        for images, labels in data.loader(batch_size, shuffle=True, seed=seed + epoch):
+            optimizer.zero_grad()
+            loss = criterion(net(images), labels)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(labels)
+            count += len(labels)
+        losses[f"epoch_{epoch}"] = total / max(count, 1)
+    values = list(losses.values())
+    meta = TrainProcessMetadata(
+        training_time=time.perf_counter() - start,
+        converged=has_converged(values, tolerance),
+        training_losses=losses,
+    )
+    return values[-1], meta
+
+
+def has_converged(losses: list[float], tolerance: float) -> bool:
+    """The last epoch improved the loss by less than `tolerance` (relative)."""
+    if len(losses) < 2:
+        return False
+    previous, last = losses[-2], losses[-1]
+    return abs(previous - last) <= tolerance * max(abs(previous), 1e-12)
+
+
+def evaluate(net: Net, data: Split, batch_size: int = 256) -> tuple[float, float, EvaluateProcessMetadata]:
+    """Return (mean loss, accuracy, timing) of the model on `data`."""
+    start = time.perf_counter()
+    criterion = nn.CrossEntropyLoss(reduction="sum")
+    net.eval()
+    loss, correct = 0.0, 0
+    with torch.no_grad():
+        for images, labels in data.loader(batch_size, shuffle=False):
+            outputs = net(images)
+            loss += criterion(outputs, labels).item()
+            correct += (outputs.argmax(dim=1) == labels).sum().item()
+    n = max(len(data), 1)
+    return loss / n, correct / n, EvaluateProcessMetadata(evaluation_time=time.perf_counter() - start)
