@@ -57,7 +57,7 @@ def configure_logging(log_format: str | None = None, level: str | None = None) -
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, _OURS, False)]:
         root.removeHandler(handler)
-    handler = _StdoutHandler()
+    handler = logging.StreamHandler(_CurrentStdout())
     _adopt(handler, formatter)
     root.addHandler(handler)
     # Our loggers at the chosen level; other libraries (httpx logs every request,
@@ -97,12 +97,14 @@ def install_startup_hook() -> None:
     # so that the code of the submitted run, not the image's, is what runs.
     for name in [n for n in sys.modules if n == "app" or n.startswith("app.")]:
         del sys.modules[name]
-    # Whatever else a process prints (print() in a library, a banner) must not
-    # break the JSON Lines of a container's output; a terminal is left alone.
-    if os.getenv("LOG_FORMAT", "json").lower() == "json":
+    # Whatever else a Flower program prints (print() in its code, a banner) must
+    # not break the JSON Lines of a container's output. Only Flower's programs are
+    # guarded (not pytest, not pip), and never a terminal.
+    program = os.path.basename(sys.argv[0]) if getattr(sys, "argv", None) else ""
+    if os.getenv("LOG_FORMAT", "json").lower() == "json" and program.startswith(("flower-", "flwr")):
         for name in ("stdout", "stderr"):
             stream = getattr(sys, name)
-            if stream is not None and not stream.isatty():
+            if stream is not None and not stream.isatty() and not getattr(stream, _OURS, False):
                 setattr(sys, name, _JsonLinesGuard(stream, name))
 
 
@@ -125,6 +127,7 @@ def _make_formatter(log_format: str) -> structlog.stdlib.ProcessorFormatter:
         renderer = structlog.processors.JSONRenderer(serializer=_dumps)
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*_shared_processors(), _from_stdlib_record],
+        pass_foreign_args=True,  # for _from_stdlib_record
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
@@ -138,11 +141,11 @@ def _from_stdlib_record(_logger: Any, _name: str, event_dict: dict[str, Any]) ->
     """Tidy a record from Flower or uvicorn: trim Flower's tab-and-arrow layout,
     and give HTTP access lines their fields."""
     event_dict["event"] = str(event_dict.get("event", "")).strip().lstrip("└─> ").strip()
+    args = event_dict.pop("positional_args", None)
     record = event_dict.get("_record")
-    if record is not None and record.name == "uvicorn.access" and isinstance(record.args, tuple):
-        if len(record.args) == 5:
-            client, method, path, _version, status = record.args
-            event_dict.update(client=client, method=method, path=path, status=int(status))
+    if record is not None and record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+        client, method, path, _version, status = args
+        event_dict.update(client=client, method=method, path=path, status=int(status))
     return event_dict
 
 
@@ -166,21 +169,20 @@ def _finite(value: Any) -> Any:
     return value
 
 
-class _StdoutHandler(logging.Handler):
-    """Writes each record as one line to the *current* sys.stdout.
+class _CurrentStdout:
+    """Whatever sys.stdout is when a line is written.
 
     Flower's ServerApp process wraps sys.stdout's write to capture its output for
-    `flwr log`, so the stream is looked up per record; and each line goes out in
-    a single write, so processes sharing a container's stdout never split a line.
+    `flwr log`, and test runners swap sys.stdout; a handler bound to the stream
+    object of its creation time would miss both. (StreamHandler writes each line
+    in one call, so processes sharing a container's stdout never split a line.)
     """
 
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            line = self.format(record)
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
-        except Exception:  # noqa: BLE001 - logging must never crash the process
-            self.handleError(record)
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
 
 
 class _JsonLinesGuard:
@@ -192,6 +194,7 @@ class _JsonLinesGuard:
         self._name = name
         self._level = "info" if name == "stdout" else "error"
         self._pending = ""
+        setattr(self, _OURS, True)
         atexit.register(self._write_pending)  # a last line without "\n" is not lost
 
     def _write_pending(self) -> None:
@@ -258,18 +261,16 @@ def _adopt(handler: logging.Handler, formatter: logging.Formatter) -> None:
     # Flower's ConsoleHandler overrides format() and ignores its formatter.
     handler.format = formatter.format  # type: ignore[method-assign]
     if isinstance(handler, logging.StreamHandler):
-        handler.setStream(sys.stdout)
+        handler.setStream(_CurrentStdout())
     if _drop_blank not in handler.filters:
         handler.addFilter(_drop_blank)
     setattr(handler, _OURS, True)
 
 
 def _take_over_flower(module: ModuleType) -> None:
-    flower_logger = logging.getLogger("flwr")
-    for handler in flower_logger.handlers:
-        if _formatter is not None:
-            _adopt(handler, _formatter)
-    flower_logger.propagate = False  # its own (adopted) handler prints it once
+    if _formatter is not None:
+        _adopt(module.console_handler, _formatter)  # Flower's one console handler
+    logging.getLogger("flwr").propagate = False  # that handler prints it, once
 
 
 def _take_over_uvicorn(module: ModuleType) -> None:

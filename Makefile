@@ -1,0 +1,39 @@
+# Entry points for people and CI. Each target installs what it needs first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Flower's CLI keeps its connections in $FLWR_HOME; this project's are in .flwr/.
+export FLWR_HOME := $(CURDIR)/.flwr
+# Dependencies are installed here, not at run time; and no phoning home.
+export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
+export FLWR_TELEMETRY_ENABLED := 0
+export FLWR_DISABLE_UPDATE_CHECK := 1
+
+.PHONY: install test test-fast simulation bench constraints clean
+
+install: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[simulation,dev]"
+	touch $@
+
+test: install  ## every test, the Docker end-to-end ones included
+	$(BIN)/python -m pytest -v -rA
+
+test-fast: install  ## unit tests only (no simulation, no Docker)
+	$(BIN)/python -m pytest -q -m "not simulation and not docker"
+
+simulation: install  ## `flwr run .` in Flower's simulation runtime: 10 virtual SuperNodes
+	$(BIN)/flwr run . --stream
+
+bench: install
+	LOG_FORMAT=off $(BIN)/python scripts/bench_metadata.py
+
+constraints:  ## re-pin every transitive version after a change to pyproject.toml
+	rm -rf build/pin && $(PYTHON) -m venv build/pin && build/pin/bin/pip install --quiet -e ".[simulation,dev]"
+	{ sed -n '1,2p' constraints.txt; build/pin/bin/pip freeze --exclude-editable; } > constraints.new && mv constraints.new constraints.txt
+
+clean:
+	rm -rf $(VENV) build .flwr/apps .flwr/local-superlink

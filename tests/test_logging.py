@@ -1,0 +1,74 @@
+"""Every line a Flower process prints is JSON; console output on request."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import json_lines, run_python
+
+FLOWER_AND_STRAY_OUTPUT = """
+import sys, warnings
+sys.argv[0] = "flower-superlink"   # the guard covers Flower's programs
+from app.logging import install_startup_hook
+install_startup_hook()
+from flwr.common.logger import log
+import structlog
+log(20, "flower says %s", "hi")
+log(20, "")                                   # Flower's blank separator lines vanish
+log(20, "\\t└──> Aggregated MetricRecord")
+structlog.get_logger("app.test").info("client_round", node_id=1, loss=float("nan"))
+warnings.warn("a library warning")
+print("a stray print")
+print("a partial line", end="")
+"""
+
+
+def test_flower_program_output_is_pure_json_lines():
+    result = run_python(FLOWER_AND_STRAY_OUTPUT, LOG_FORMAT="json")
+    assert result.returncode == 0, result.stderr
+    events = json_lines(result.stdout) + json_lines(result.stderr)
+    by_event = {e["event"]: e for e in events}
+    assert {"flower says hi", "Aggregated MetricRecord", "client_round", "a stray print", "a partial line"} <= set(by_event)
+    assert "" not in by_event
+    for e in events:
+        assert e["timestamp"].endswith("Z") and "T" in e["timestamp"]
+        assert e["level"] in ("debug", "info", "warning", "error", "critical")
+    assert by_event["flower says hi"]["logger"] == "flwr"
+    assert by_event["client_round"]["loss"] is None  # NaN is not JSON
+    assert any("a library warning" in e["event"] for e in events)
+
+
+def test_uncaught_exception_is_one_json_line():
+    result = run_python("from app.logging import configure_logging\nconfigure_logging()\nraise RuntimeError('boom')")
+    assert result.returncode == 1
+    [event] = json_lines(result.stdout)
+    assert event["event"] == "uncaught_exception" and "RuntimeError: boom" in event["exception"]
+
+
+def test_uvicorn_access_lines_are_json_with_fields():
+    code = """
+import logging, uvicorn.config
+from app.logging import configure_logging
+configure_logging()
+uvicorn.config.Config(app=lambda *a: None).configure_logging()
+logging.getLogger("uvicorn.access").info('%s - "%s %s HTTP/%s" %d', "10.0.0.2:5000", "POST", "/v1/fleet/pull", "1.1", 200)
+"""
+    result = run_python(code)
+    [event] = [e for e in json_lines(result.stdout) if e.get("logger") == "uvicorn.access"]
+    assert (event["method"], event["path"], event["status"]) == ("POST", "/v1/fleet/pull", 200)
+
+
+def test_console_format_is_for_people():
+    result = run_python("from app.logging import configure_logging, get_logger\nconfigure_logging()\n"
+                        "get_logger('app.x').info('hello', n=1)", LOG_FORMAT="console")
+    assert "hello" in result.stdout
+    try:
+        json.loads(result.stdout.splitlines()[-1])
+        raise AssertionError("console output should not be JSON")
+    except ValueError:
+        pass
+
+
+def test_bad_setting_is_named():
+    result = run_python("from app.logging import configure_logging\nconfigure_logging()", LOG_LEVEL="LOUD")
+    assert result.returncode != 0 and "LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got 'LOUD'" in result.stderr + result.stdout
