@@ -1,0 +1,33 @@
+"""Container health probe: exit 0 when the URL answers, 1 otherwise.
+
+  http(s)://host:port/health   Flower's HTTP APIs (SuperLink, SuperNode)
+  grpc://host:port             Flower's gRPC health server (SuperExec)
+
+HEALTHCHECK_CA_FILE: CA certificate to verify an https URL with.
+"""
+
+import os
+import ssl
+import sys
+import urllib.request
+
+
+def main(url: str) -> int:
+    if url.startswith("grpc://"):
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with grpc.insecure_channel(url.removeprefix("grpc://")) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
+        return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+    context = ssl.create_default_context(cafile=os.getenv("HEALTHCHECK_CA_FILE")) if url.startswith("https") else None
+    with urllib.request.urlopen(url, timeout=3, context=context) as response:
+        return 0 if response.status == 200 else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1]))
+    except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
+        print(f"unhealthy: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,65 @@
+"""One-shot run submission: submit the app, stream the run's logs, exit with its outcome.
+
+`flwr run --stream` exits 0 however the run ended; a federation that must fail
+loudly (CI, `docker compose up --exit-code-from submit`) needs the outcome, so
+this asks the SuperLink for the run's final status and exits 0 only if the run
+completed.
+
+  APP_DIR          the Flower app to submit (default /app)
+  FLWR_CONNECTION  connection name in $FLWR_HOME/config.toml (default "deployment")
+  RUN_CONFIG       run-config overrides, e.g. "num-server-rounds=3 min-nodes=3"
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from app.logging import get_logger
+
+log = get_logger("app.submit")
+
+
+def flwr_json(*args: str) -> dict:
+    """Run a `flwr` command with `--format json` and return its JSON answer."""
+    # Plain output from this child: its answer is one (pretty-printed) JSON document.
+    env = {**os.environ, "LOG_FORMAT": "console"}
+    result = subprocess.run(["flwr", *args, "--format", "json"], capture_output=True, text=True, env=env)
+    start = result.stdout.find("{")
+    try:
+        reply, _ = json.JSONDecoder().raw_decode(result.stdout[start:]) if start >= 0 else (None, 0)
+    except ValueError:
+        reply = None
+    if not isinstance(reply, dict) or "success" not in reply:
+        raise RuntimeError(f"`flwr {' '.join(args)}` gave no answer (exit {result.returncode}): "
+                           f"{(result.stdout + result.stderr).strip()[-2000:]}")
+    return reply
+
+
+def main() -> int:
+    app_dir = os.getenv("APP_DIR", "/app")
+    connection = os.getenv("FLWR_CONNECTION", "deployment")
+    run_config = os.getenv("RUN_CONFIG", "")
+    args = ["run", app_dir, connection] + (["--run-config", run_config] if run_config else [])
+    submitted = flwr_json(*args)
+    if not submitted.get("success"):
+        log.error("run_submit_failed", error=submitted.get("error-message", submitted))
+        return 1
+    run_id = submitted["run-id"]
+    log.info("run_submitted", run_id=int(run_id), connection=connection, run_config=run_config)
+
+    subprocess.run(["flwr", "log", run_id, connection, "--stream"], check=False)
+
+    runs = flwr_json("ls", connection, "--run-id", run_id).get("runs", [])
+    status = runs[0].get("status") if runs else "unknown"
+    outcome_ok = status == "finished:completed"
+    (log.info if outcome_ok else log.error)("run_outcome", run_id=int(run_id), status=status)
+    return 0 if outcome_ok else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except RuntimeError as exc:
+        log.error("run_submit_failed", error=str(exc))
+        sys.exit(1)
