@@ -10,7 +10,7 @@ export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: install test test-fast simulation bench constraints clean
+.PHONY: install images federation test test-fast simulation bench bench-federation constraints clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -18,6 +18,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[simulation,dev]"
 	touch $@
+
+images:  ## the SuperLink, SuperNode and ServerApp images (registry-free where need be)
+	docker/build-images.sh
+
+federation: images  ## a whole federation in Docker, to the end; exits with the run's outcome
+	docker compose up --no-build --exit-code-from submit
 
 test: install  ## every test, the Docker end-to-end ones included
 	$(BIN)/python -m pytest -v -rA
@@ -30,6 +36,9 @@ simulation: install  ## `flwr run .` in Flower's simulation runtime: 10 virtual 
 
 bench: install
 	LOG_FORMAT=off $(BIN)/python scripts/bench_metadata.py
+
+bench-federation: install images
+	$(BIN)/python scripts/bench_federation.py
 
 constraints:  ## re-pin every transitive version after a change to pyproject.toml
 	rm -rf build/pin && $(PYTHON) -m venv build/pin && build/pin/bin/pip install --quiet -e ".[simulation,dev]"

@@ -289,9 +289,20 @@ def _take_over_uvicorn(module: ModuleType) -> None:
     module.Config.configure_logging = configure_logging_then_adopt
 
 
+def _show_app_output(module: ModuleType) -> None:
+    """Let a SuperExec pass its ServerApp's output through to the container.
+
+    Flower's SuperExec sends a ServerApp's stdout to /dev/null (the ServerApp
+    pushes its logs to the SuperLink for `flwr log`). An operator's log
+    aggregator reads the containers, so the per-client lines must be there too.
+    """
+    module.AutoExecPlugin.suppress_output = False
+
+
 _TAKE_OVER: dict[str, Callable[[ModuleType], None]] = {
     "flwr.supercore.logger": _take_over_flower,
     "uvicorn.config": _take_over_uvicorn,
+    "flwr.supercore.superexec.plugin.base_exec_plugin": _show_app_output,
 }
 
 

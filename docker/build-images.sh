@@ -15,13 +15,8 @@ started=$SECONDS
 step "Docker Compose v2 and buildx"
 docker/install-compose.sh
 
-step "wheelhouse (build/wheelhouse)"
-if [ ! -f build/wheelhouse/constraints.txt ] || ! cmp -s constraints.txt build/wheelhouse/constraints.txt \
-   || [ -n "$(find app pyproject.toml -newer build/wheelhouse/constraints.txt -print -quit)" ]; then
-  docker/wheelhouse.sh
-else
-  echo "up to date"
-fi
+step "wheels (build/wheelhouse, build/app-wheel)"
+docker/wheelhouse.sh
 
 step "base image"
 base=${BASE_IMAGE:-$(sed -n 's/^BASE_IMAGE=//p' .env)}

@@ -1,0 +1,101 @@
+"""Benchmark: time per round of the same federation in Docker and as plain processes.
+
+Both runs: 3 SuperNodes (subprocess isolation), a SuperLink in process isolation
+with a separate SuperExec for the ServerApp, 3 rounds, every node in every round.
+Round time = time between consecutive `global_evaluation` events of the ServerApp.
+Usage (images built, e.g. by `make images`):  .venv/bin/python scripts/bench_federation.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NODES, ROUNDS, PORT = 3, 3, 18000
+RUN_CONFIG = f"num-server-rounds={ROUNDS} min-nodes={NODES} fraction-train=1.0 fraction-evaluate=1.0"
+
+
+def round_times(lines: list[str]) -> list[float]:
+    stamps = []
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("event") == "global_evaluation":
+            stamps.append(datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp())
+    return [b - a for a, b in zip(stamps, stamps[1:])]
+
+
+def in_docker() -> tuple[list[float], float]:
+    project = "flowerdock-bench"
+    env = {**os.environ, "NUM_SUPERNODES": str(NODES), "NUM_ROUNDS": str(ROUNDS)}
+    compose = ["docker", "compose", "-p", project]
+    try:
+        start = time.monotonic()
+        subprocess.run([*compose, "up", "--no-build", "--exit-code-from", "submit"], cwd=ROOT, env=env,
+                       check=True, capture_output=True)
+        total = time.monotonic() - start
+        container = subprocess.run([*compose, "ps", "-a", "-q", "serverapp"], cwd=ROOT, env=env,
+                                   capture_output=True, text=True).stdout.strip()
+        logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True).stdout
+        return round_times(logs.splitlines()), total
+    finally:
+        subprocess.run([*compose, "down", "-v", "--timeout", "5"], cwd=ROOT, env=env, capture_output=True)
+
+
+def as_processes() -> tuple[list[float], float]:
+    home = Path(tempfile.mkdtemp(prefix="flowerdock-bench-"))
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "bench"\n[superlink.bench]\naddress = "127.0.0.1:{PORT}"\ninsecure = true\n')
+    env = {**os.environ, "FLWR_HOME": str(home), "OMP_NUM_THREADS": "1", "LOG_FORMAT": "json",
+           "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_TELEMETRY_ENABLED": "0",
+           "FLWR_DISABLE_UPDATE_CHECK": "1", "APP_OUTPUT_DIR": str(home)}
+    bin_dir = Path(sys.executable).parent
+    serverapp_log = home / "serverapp.log"
+    procs = []
+    try:
+        def start(args, out=subprocess.DEVNULL):
+            procs.append(subprocess.Popen([str(bin_dir / args[0]), *args[1:]], env=env, stdout=out,
+                                          stderr=subprocess.STDOUT, cwd=home))
+        start(["flower-superlink", "--insecure", "--isolation", "process", "--host", "127.0.0.1",
+               "--port", str(PORT), "--disable-runtime-dependency-installation"])
+        time.sleep(5)
+        start(["flower-superexec", "--runtime-api-address", f"127.0.0.1:{PORT}", "--insecure"],
+              out=serverapp_log.open("w"))
+        for n in range(NODES):
+            start(["flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{PORT}", "--port", str(19100 + n),
+                   "--node-config", f"partition-id={n} num-partitions={NODES}"])
+        begin = time.monotonic()
+        subprocess.run([str(bin_dir / "flwr"), "run", str(ROOT), "bench", "--stream", "--run-config", RUN_CONFIG],
+                       env=env, check=True, capture_output=True, cwd=home)
+        total = time.monotonic() - begin
+        return round_times(serverapp_log.read_text().splitlines()), total
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    plain, plain_total = as_processes()
+    docker, docker_total = in_docker()
+    print(f"federation: {NODES} SuperNodes, {ROUNDS} rounds, train + evaluate each round")
+    print(f"  {'':<18}{'per round (s)':>16}{'rounds':>28}{'run total (s)':>16}")
+    for name, rounds, total in (("plain processes", plain, plain_total), ("docker compose", docker, docker_total)):
+        print(f"  {name:<18}{statistics.fmean(rounds):>16.1f}{str([round(r, 1) for r in rounds]):>28}{total:>16.1f}")
+    print(f"  docker / plain, per round: {statistics.fmean(docker) / statistics.fmean(plain):.2f}x")
