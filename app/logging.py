@@ -90,8 +90,9 @@ def install_startup_hook() -> None:
         return
     try:
         configure_logging()
-    except ValueError as exc:  # a bad LOG_FORMAT/LOG_LEVEL: say so, plainly, and carry on
-        print(json.dumps({"level": "error", "event": "logging_config_invalid", "error": str(exc)}))
+    except ValueError as exc:  # a bad LOG_FORMAT/LOG_LEVEL: say what to fix, carry on with defaults
+        configure_logging("json", "INFO")
+        get_logger("app.logging").error("logging_config_invalid", error=str(exc))
     # Flower loads the app from the FAB it received (its folder goes first on
     # sys.path), but only if `app` is not imported yet. Forget this installed copy
     # so that the code of the submitted run, not the image's, is what runs.

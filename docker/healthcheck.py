@@ -4,6 +4,10 @@
   grpc://host:port             Flower's gRPC health server (SuperExec)
 
 HEALTHCHECK_CA_FILE: CA certificate to verify an https URL with.
+
+Run it as `python3 -I -S`: without site-packages, so without the logging hook,
+a probe costs 0.14 s of CPU instead of 0.5 s (it runs every few seconds in
+every container). Only the gRPC probe needs a package, from the venv.
 """
 
 import os
@@ -14,6 +18,8 @@ import urllib.request
 
 def main(url: str) -> int:
     if url.startswith("grpc://"):
+        version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        sys.path.append(os.path.join(os.getenv("VIRTUAL_ENV", "/opt/venv"), "lib", version, "site-packages"))
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 

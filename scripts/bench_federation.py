@@ -57,10 +57,11 @@ def as_processes() -> tuple[list[float], float]:
     home = Path(tempfile.mkdtemp(prefix="flowerdock-bench-"))
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "bench"\n[superlink.bench]\naddress = "127.0.0.1:{PORT}"\ninsecure = true\n')
-    env = {**os.environ, "FLWR_HOME": str(home), "OMP_NUM_THREADS": "1", "LOG_FORMAT": "json",
+    bin_dir = Path(sys.executable).parent  # the daemons spawn flwr-serverapp & co. from PATH
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "FLWR_HOME": str(home), "OMP_NUM_THREADS": "1", "LOG_FORMAT": "json",
            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_TELEMETRY_ENABLED": "0",
            "FLWR_DISABLE_UPDATE_CHECK": "1", "APP_OUTPUT_DIR": str(home)}
-    bin_dir = Path(sys.executable).parent
     serverapp_log = home / "serverapp.log"
     procs = []
     try:
@@ -77,7 +78,7 @@ def as_processes() -> tuple[list[float], float]:
                    "--node-config", f"partition-id={n} num-partitions={NODES}"])
         begin = time.monotonic()
         subprocess.run([str(bin_dir / "flwr"), "run", str(ROOT), "bench", "--stream", "--run-config", RUN_CONFIG],
-                       env=env, check=True, capture_output=True, cwd=home)
+                       env=env, check=True, capture_output=True, cwd=home, timeout=900)
         total = time.monotonic() - begin
         return round_times(serverapp_log.read_text().splitlines()), total
     finally:

@@ -72,3 +72,11 @@ def test_console_format_is_for_people():
 def test_bad_setting_is_named():
     result = run_python("from app.logging import configure_logging\nconfigure_logging()", LOG_LEVEL="LOUD")
     assert result.returncode != 0 and "LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got 'LOUD'" in result.stderr + result.stdout
+
+
+def test_bad_setting_at_start_up_is_logged_and_json_goes_on():
+    result = run_python("from app.logging import install_startup_hook, get_logger\ninstall_startup_hook()\n"
+                        "get_logger('app.x').info('still_json')", LOG_FORMAT="yaml")
+    events = {e["event"]: e for e in json_lines(result.stdout)}
+    assert "LOG_FORMAT must be 'json' or 'console', got 'yaml'" in events["logging_config_invalid"]["error"]
+    assert "still_json" in events
