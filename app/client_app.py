@@ -10,7 +10,7 @@ from app import task
 from app.logging import configure_logging, get_logger
 from app.metadata import to_config_record
 
-configure_logging()  # no-op where flowerdock_logging.pth already did it
+configure_logging()  # again here: JSON even where flowerdock_logging.pth is not installed
 app = ClientApp()
 log = get_logger("app.client")
 

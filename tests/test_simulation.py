@@ -6,7 +6,9 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -31,11 +33,13 @@ def flwr_home(tmp_path):
 
 @pytest.mark.simulation
 def test_local_simulation_logs_one_line_per_client_per_round(flwr_home, tmp_path):
-    env = {**os.environ, "FLWR_HOME": str(flwr_home), "APP_OUTPUT_DIR": str(tmp_path),
+    bin_dir = Path(sys.executable).parent  # flwr, and the flower-superlink it starts
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "FLWR_HOME": str(flwr_home), "APP_OUTPUT_DIR": str(tmp_path),
            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_TELEMETRY_ENABLED": "0",
            "FLWR_DISABLE_UPDATE_CHECK": "1", "LOG_FORMAT": "json"}
     result = subprocess.run(
-        ["flwr", "run", ".", "--stream", "--run-config", f"num-server-rounds={ROUNDS}"],
+        [str(bin_dir / "flwr"), "run", ".", "--stream", "--run-config", f"num-server-rounds={ROUNDS}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
