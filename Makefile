@@ -23,7 +23,9 @@ images:  ## the SuperLink, SuperNode and ServerApp images (registry-free where n
 	docker/build-images.sh
 
 federation: images  ## a whole federation in Docker, to the end; exits with the run's outcome
-	docker compose up --no-build --exit-code-from submit
+	# Naming `submit` makes Compose follow it alone: Compose 2.2x would otherwise end
+	# everything when the one-shot `certs` service finishes. Then the daemons stop.
+	docker compose up --no-build --exit-code-from submit submit; status=$$?; docker compose stop; exit $$status
 
 test: install  ## every test, the Docker end-to-end ones included
 	$(BIN)/python -m pytest -v -rA

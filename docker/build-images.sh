@@ -31,5 +31,6 @@ fi
 
 step "images (docker compose build)"
 BASE_IMAGE=$base docker compose --progress=quiet build
+BASE_IMAGE=$base docker compose --progress=quiet -f docker/compose.server.yaml build gateway
 docker image ls 'flowerdock/*' --format '{{.Repository}}:{{.Tag}}\t{{.Size}}'
 step "done in $((SECONDS - started)) s"

@@ -1,20 +1,40 @@
-"""Starts a SuperNode on its partition of the data.
+"""Starts a SuperNode on its partition of the data, over TLS, with its own key.
 
+  SUPERLINK       the SuperLink's Fleet API as host:port; host must be a name the
+                  SuperLink's certificate carries
   PARTITION_ID    this node's partition. When unset: the replica number N that
                   Compose gave this container, minus one; N is found by asking the
                   Compose network's DNS which of "$REPLICA_NAME_PREFIX-1..." is us.
   NUM_PARTITIONS  how many partitions the data is split into (= SuperNodes).
+  NODE_CERTS_DIR  the folder certs/make-certs.sh made for this node: ca.crt (to
+                  verify the SuperLink) and supernode.key (to authenticate).
+                  Default: /certs/supernode-<N> (compose.yaml's certs volume).
 
-Any arguments are passed on to flower-supernode.
+Before starting Flower, it checks what a person would otherwise find out from a
+stream of retries: the files exist, the SuperLink's certificate is signed by the
+CA and carries the name used, and the SuperLink speaks the same protocol. A
+setting that cannot work stops the container (exit 2) with a line saying what to fix.
+
+Arguments are passed on to flower-supernode; with `--insecure` (plaintext, for
+debugging only) no certificate or key is used.
 """
 
+from __future__ import annotations
+
+import http.client
 import os
 import socket
+import ssl
 import sys
+from pathlib import Path
 
 from app.logging import get_logger
 
 log = get_logger("app.entrypoint")
+
+
+class ConfigError(Exception):
+    """A setting that cannot work; the message says what to fix."""
 
 
 def replica_number(replicas: int) -> int:
@@ -31,26 +51,116 @@ def replica_number(replicas: int) -> int:
     raise ValueError(f"no container {prefix}-1..{replicas} has this container's address {own_address}")
 
 
-def fail(error: str) -> None:
-    log.error("supernode_config_invalid", error=error)
-    sys.exit(2)
+def partition(partitions: int) -> tuple[int, int | None]:
+    """(partition id, replica number or None when PARTITION_ID is given)."""
+    raw = os.getenv("PARTITION_ID", "")
+    try:
+        if raw:
+            number, replica = int(raw), None
+        else:
+            replica = replica_number(partitions)
+            number = replica - 1
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"PARTITION_ID is unset or not a number ({exc}): set PARTITION_ID") from exc
+    if not 0 <= number < partitions:
+        raise ConfigError(f"PARTITION_ID={number} is outside 0..{partitions - 1}: "
+                          f"is NUM_PARTITIONS ({partitions}) the number of SuperNodes?")
+    return number, replica
+
+
+def node_files(replica: int | None) -> tuple[Path, Path]:
+    default = f"/certs/supernode-{replica}" if replica else "/certs/node"
+    folder = Path(os.getenv("NODE_CERTS_DIR") or default)
+    ca, key = folder / "ca.crt", folder / "supernode.key"
+    for path, what in ((ca, "the federation's CA certificate"), (key, "this SuperNode's private key")):
+        try:
+            path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {what} {path} ({exc.strerror}): mount the folder that "
+                              "certs/make-certs.sh made for this node (ca.crt, supernode.key) there, "
+                              "readable by uid 49999") from exc
+    return ca, key
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"SUPERLINK={address!r} is not host:port: set it to the SuperLink's "
+                          "public address, e.g. flower.example.org:9092")
+    return host.strip("[]"), int(port)
+
+
+def check_tls(address: str, ca: Path) -> None:
+    """Ask the SuperLink's /health over verified TLS; stop on what retries cannot fix."""
+    host, port = split_address(address)
+    context = ssl.create_default_context(cafile=str(ca))
+    connection = http.client.HTTPSConnection(host, port, timeout=10, context=context)
+    try:
+        connection.request("GET", "/health")
+        connection.getresponse().read()
+    except ssl.SSLCertVerificationError as exc:
+        if "Hostname mismatch" in str(exc) or "IP address mismatch" in str(exc):
+            raise ConfigError(f"the SuperLink's certificate is not valid for {host!r} ({exc.verify_message}): "
+                              f"connect by a name the certificate carries, or make a server certificate "
+                              f"with --san for {host}") from exc
+        raise ConfigError(f"the SuperLink at {address} has a certificate this node does not trust "
+                          f"({exc.verify_message}): {ca} must be the CA of this federation "
+                          "(the ca.crt that certs/make-certs.sh made with the server certificate)") from exc
+    except ssl.SSLError as exc:
+        raise ConfigError(f"the SuperLink at {address} does not speak TLS ({exc.reason}): "
+                          "check the port; plaintext is for debugging only (--insecure)") from exc
+    except OSError as exc:  # down or not yet up: Flower's own retries handle that
+        log.warning("superlink_unreachable", superlink=address, error=str(exc),
+                    hint="starting anyway; the SuperNode retries")
+    finally:
+        connection.close()
+
+
+def check_plaintext(address: str) -> None:
+    """With --insecure, refuse a SuperLink that speaks TLS rather than retry forever."""
+    host, port = split_address(address)
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, port), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname=host):
+                speaks_tls = True
+    except (ssl.SSLError, OSError):
+        speaks_tls = False
+    if speaks_tls:
+        raise ConfigError(f"this SuperNode is in plaintext mode (--insecure) but the SuperLink at "
+                          f"{address} requires TLS: remove --insecure and mount this node's certificates")
+
+
+def flower_arguments(args: list[str], replica: int | None) -> list[str]:
+    address = os.getenv("SUPERLINK", "")
+    if not address:
+        raise ConfigError("SUPERLINK is unset: set it to the SuperLink's address as host:port")
+    if "--insecure" in args:
+        log.warning("supernode_plaintext", superlink=address, hint="for debugging only")
+        check_plaintext(address)
+        return ["--superlink", address, *args]
+    ca, key = node_files(replica)
+    check_tls(address, ca)
+    return ["--superlink", address, "--root-certificates", str(ca),
+            "--auth-supernode-private-key", str(key), *args]
 
 
 def main() -> None:
     try:
-        partitions = int(os.environ["NUM_PARTITIONS"])
-    except (KeyError, ValueError):
-        fail("set NUM_PARTITIONS to the number of SuperNodes in the federation (a whole number)")
-    raw = os.getenv("PARTITION_ID", "")
-    try:
-        partition = int(raw) if raw else replica_number(partitions) - 1
-    except (OSError, ValueError) as exc:
-        fail(f"PARTITION_ID is unset or not a number ({exc}): set PARTITION_ID")
-    if not 0 <= partition < partitions:
-        fail(f"PARTITION_ID={partition} is outside 0..{partitions - 1}: is NUM_PARTITIONS ({partitions}) the number of SuperNodes?")
-    log.info("supernode_starting", partition_id=partition, num_partitions=partitions)
+        try:
+            partitions = int(os.environ["NUM_PARTITIONS"])
+        except (KeyError, ValueError):
+            raise ConfigError("set NUM_PARTITIONS to the number of SuperNodes in the federation (a whole number)")
+        number, replica = partition(partitions)
+        arguments = flower_arguments(sys.argv[1:], replica)
+    except ConfigError as exc:
+        log.error("supernode_config_invalid", error=str(exc))
+        sys.exit(2)
+    log.info("supernode_starting", partition_id=number, num_partitions=partitions,
+             superlink=os.environ["SUPERLINK"], tls="--insecure" not in arguments)
     command = ["flower-supernode", "--isolation", "subprocess",
-               "--node-config", f"partition-id={partition} num-partitions={partitions}", *sys.argv[1:]]
+               "--node-config", f"partition-id={number} num-partitions={partitions}", *arguments]
     os.execvp(command[0], command)
 
 

@@ -44,7 +44,7 @@ class Federation:
         return sh("docker", "compose", "-p", self.project, *args, env=self.env, **kwargs)
 
     def up(self) -> int:
-        return self.compose("up", "--no-build", "--exit-code-from", "submit", check=False).returncode
+        return self.compose("up", "--no-build", "--exit-code-from", "submit", "submit", check=False).returncode
 
     def logs(self, service: str) -> list[dict]:
         """A service's log lines, straight from the engine: every line must be JSON."""

@@ -1,0 +1,46 @@
+"""Runs nginx (the gateway) so that everything it prints is JSON Lines.
+
+nginx writes its access log as JSON (nginx.conf) but its error log only as
+text: each error line is turned into one JSON object here. Missing certificates
+stop the container at once with a line saying what to mount.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+CONF = "/etc/flowerdock/nginx.conf"
+NEEDED = ("/certs/server/superlink.crt", "/certs/server/superlink.key", "/certs/server/ca.crt")
+# 2026/11/24 19:40:11 [error] 12#12: *3 message
+ERROR_LINE = re.compile(r"^\S+ \S+ \[(\w+)\] \d+#\d+: (?:\*\d+ )?(.*)$")
+LEVELS = {"emerg": "critical", "alert": "critical", "crit": "critical", "warn": "warning", "notice": "info"}
+
+
+def emit(level: str, event: str, **fields) -> None:
+    now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    print(json.dumps({"timestamp": now, "level": level, "event": event, "logger": "nginx", **fields}), flush=True)
+
+
+def main() -> int:
+    unreadable = [path for path in NEEDED if not os.access(path, os.R_OK)]
+    if unreadable:
+        emit("error", "gateway_config_invalid", error=f"cannot read {', '.join(unreadable)}: mount the "
+             "server folder made by certs/make-certs.sh at /certs/server, readable by uid 49999")
+        return 2
+    nginx = subprocess.Popen(["nginx", "-c", CONF, "-e", "stderr"], stderr=subprocess.PIPE, text=True)
+    # docker stop sends SIGTERM: nginx finishes open requests on SIGQUIT.
+    signal.signal(signal.SIGTERM, lambda *_: nginx.send_signal(signal.SIGQUIT))
+    for line in nginx.stderr:
+        match = ERROR_LINE.match(line.strip())
+        level, message = (match.group(1), match.group(2)) if match else ("error", line.strip())
+        if message:
+            emit(LEVELS.get(level, level), "gateway_error", message=message)
+    return nginx.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
