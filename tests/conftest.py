@@ -34,3 +34,51 @@ def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
         env={**os.environ, **env}, cwd=ROOT,
     )
+
+
+# --- Docker end-to-end helpers (tests marked `docker`) -----------------------
+
+def sh(*args: str, env: dict | None = None, timeout: int = 900, check: bool = True,
+       input: str | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, **(env or {})}, input=input)
+    if check and result.returncode != 0:
+        pytest.fail(f"{' '.join(args)} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def images():
+    """Build every image the registry-free way where no registry is reachable."""
+    sh("docker", "info", timeout=60)  # a missing engine fails here, loudly
+    sh("docker/build-images.sh", timeout=3000)
+
+
+class Project:
+    """One compose project; `down` removes its containers, networks and volumes."""
+
+    def __init__(self, name: str, files: list[str], env: dict[str, str]) -> None:
+        self.name, self.env = name, env
+        self.files = [arg for f in files for arg in ("-f", f)]
+
+    def compose(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        return sh("docker", "compose", "-p", self.name, *self.files, *args, env=self.env, **kwargs)
+
+    def containers(self, service: str) -> list[str]:
+        return self.compose("ps", "-a", "-q", service).stdout.split()
+
+    def logs(self, service: str) -> list[dict]:
+        """A service's log lines, straight from the engine: every line must be JSON."""
+        events = []
+        for container in self.containers(service):
+            out = sh("docker", "logs", container)
+            for line in (out.stdout + out.stderr).splitlines():
+                if line.strip():
+                    try:
+                        events.append(json.loads(line))
+                    except ValueError:
+                        pytest.fail(f"{service} printed a line that is not JSON: {line[:300]!r}")
+        return events
+
+    def down(self) -> None:
+        self.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)

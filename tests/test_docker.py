@@ -4,63 +4,28 @@ containers' logs. Needs a Docker engine (CI has one); fails, not skips, without.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import uuid
 from collections import Counter
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import Project, sh
 
 pytestmark = pytest.mark.docker
 
 NODES, ROUNDS = 3, 2
 
 
-def sh(*args: str, env: dict | None = None, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                            env={**os.environ, **(env or {})})
-    if check and result.returncode != 0:
-        pytest.fail(f"{' '.join(args)} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
-
-
-@pytest.fixture(scope="session")
-def images():
-    """Build every image the registry-free way where no registry is reachable."""
-    sh("docker", "info", timeout=60)  # a missing engine fails here, loudly
-    sh("docker/build-images.sh", timeout=3000)
-
-
-class Federation:
-    """One compose project, torn down (containers, networks, volumes) whatever happens."""
+class Federation(Project):
+    """compose.yaml under a project name of its own."""
 
     def __init__(self, **knobs: str) -> None:
-        self.project = f"flowerdock-test-{uuid.uuid4().hex[:8]}"
-        self.env = {"NUM_SUPERNODES": str(NODES), "NUM_ROUNDS": str(ROUNDS), **knobs}
-
-    def compose(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
-        return sh("docker", "compose", "-p", self.project, *args, env=self.env, **kwargs)
+        super().__init__(f"flowerdock-test-{uuid.uuid4().hex[:8]}", ["compose.yaml"],
+                         {"NUM_SUPERNODES": str(NODES), "NUM_ROUNDS": str(ROUNDS), **knobs})
 
     def up(self) -> int:
+        # Naming `submit` makes Compose 2.2x follow it alone (not the one-shot `certs`).
         return self.compose("up", "--no-build", "--exit-code-from", "submit", "submit", check=False).returncode
-
-    def logs(self, service: str) -> list[dict]:
-        """A service's log lines, straight from the engine: every line must be JSON."""
-        events = []
-        for container in self.compose("ps", "-a", "-q", service).stdout.split():
-            out = sh("docker", "logs", container)
-            for line in (out.stdout + out.stderr).splitlines():
-                if line.strip():
-                    try:
-                        events.append(json.loads(line))
-                    except ValueError:
-                        pytest.fail(f"{service} printed a line that is not JSON: {line[:300]!r}")
-        return events
-
-    def down(self) -> None:
-        self.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
 
 
 @pytest.fixture

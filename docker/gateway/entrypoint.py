@@ -1,7 +1,8 @@
 """Runs nginx (the gateway) so that everything it prints is JSON Lines.
 
 nginx writes its access log as JSON (nginx.conf) but its error log only as
-text: each error line is turned into one JSON object here. Missing certificates
+text: each error-log line becomes one JSON object here (`gateway_log`, or
+`tls_handshake_failed` with its reason). Missing certificates
 stop the container at once with a line saying what to mount.
 """
 
@@ -17,6 +18,8 @@ CONF = "/etc/flowerdock/nginx.conf"
 NEEDED = ("/certs/server/superlink.crt", "/certs/server/superlink.key", "/certs/server/ca.crt")
 # 2026/11/24 19:40:11 [error] 12#12: *3 message
 ERROR_LINE = re.compile(r"^\S+ \S+ \[(\w+)\] \d+#\d+: (?:\*\d+ )?(.*)$")
+# "SSL_do_handshake() failed (SSL: ...:tlsv1 alert unknown ca:SSL alert number 48) while SSL handshaking, client: 1.2.3.4, server: ..."
+HANDSHAKE = re.compile(r"SSL_do_handshake\(\) failed \(SSL: (?:.*alert ([a-z ]+):SSL alert number \d+|(.*?))\).*client: ([^,]+)")
 LEVELS = {"emerg": "critical", "alert": "critical", "crit": "critical", "warn": "warning", "notice": "info"}
 
 
@@ -37,8 +40,14 @@ def main() -> int:
     for line in nginx.stderr:
         match = ERROR_LINE.match(line.strip())
         level, message = (match.group(1), match.group(2)) if match else ("error", line.strip())
-        if message:
-            emit(LEVELS.get(level, level), "gateway_error", message=message)
+        if not message:
+            continue
+        handshake = HANDSHAKE.search(message)
+        if handshake:  # worth an alert of its own: a client that does not trust us, or we it
+            emit("warning", "tls_handshake_failed", reason=handshake.group(1) or handshake.group(2),
+                 client=handshake.group(3), message=message)
+        else:
+            emit(LEVELS.get(level, level), "gateway_log", message=message)
     return nginx.wait()
 
 

@@ -1,0 +1,254 @@
+"""A deployment across machines, on one machine: the server side and two client
+sides as separate compose projects that share no Docker network. Clients reach the
+SuperLink only through its published port, under the name its certificate carries;
+runs are submitted with `flwr run` from the host through the Control API port.
+
+Then everything that must be refused is tried, each against the running
+federation, which must not notice: plaintext, a foreign CA, an unregistered key,
+`flwr run` without the CA, a name the certificate does not carry, and the Control
+and Runtime APIs asked on the public port.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Project, sh
+
+pytestmark = pytest.mark.docker
+
+PUBLIC_NAME = "superlink.flowerdock.test"  # in the certificate; tests/compose.host-gateway.yaml maps it
+ROUNDS = 2
+FLWR = str(Path(sys.executable).parent / "flwr")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_certs(*args: str) -> None:
+    sh(sys.executable, "certs/make_certs.py", *args)
+
+
+class Deployment:
+    def __init__(self, tmp: Path) -> None:
+        tag = uuid.uuid4().hex[:6]
+        self.certs, self.other_certs = tmp / "certs", tmp / "other-ca"
+        make_certs("init", "--out", str(self.certs), "--san", f"DNS:{PUBLIC_NAME}", "--nodes", "3")
+        # supernode-3's key exists but is never registered with the SuperLink.
+        (self.certs / "server/supernodes/supernode-3.pub").unlink()
+        make_certs("init", "--out", str(self.other_certs), "--nodes", "1")  # another federation's CA
+
+        self.fleet_port, self.control_port = free_port(), free_port()
+        self.projects: list[Project] = []
+        self.server = Project(f"fd-server-{tag}", ["docker/compose.server.yaml"], {
+            "SERVER_CERTS_DIR": str(self.certs / "server"), "FLEET_PORT": str(self.fleet_port),
+            "CONTROL_PORT": str(self.control_port), "RESTART": "no"})
+        self.clients = [self.client(f"fd-client{n}-{tag}", f"supernode-{n}", partition=n - 1) for n in (1, 2)]
+        self.probe = self.client(f"fd-probe-{tag}", "supernode-1", partition=0)  # for one-off containers
+
+        self.flwr_home = tmp / "flwr-home"
+        self.flwr_home.mkdir()
+        (self.flwr_home / "config.toml").write_text(f"""
+[superlink]
+default = "remote"
+
+[superlink.remote]
+address = "localhost:{self.control_port}"
+root-certificates = "{self.certs / 'user/ca.crt'}"
+
+[superlink.remote-without-ca]
+address = "localhost:{self.control_port}"
+""")
+
+    def client(self, name: str, node: str, partition: int, certs: Path | None = None,
+               superlink: str | None = None) -> Project:
+        project = Project(name, ["docker/compose.client.yaml", "tests/compose.host-gateway.yaml"], {
+            "SUPERLINK": superlink or f"{PUBLIC_NAME}:{self.fleet_port}",
+            "NODE_CERTS_DIR": str((certs or self.certs) / node),
+            "PARTITION_ID": str(partition), "NUM_PARTITIONS": "2", "RESTART": "no"})
+        self.projects.append(project)
+        return project
+
+    def start(self) -> None:
+        self.server.compose("up", "-d", "--no-build", "--wait", "gateway", "serverapp", timeout=300)
+        self.server.compose("up", "--no-build", "--exit-code-from", "register-supernodes", "register-supernodes")
+        for client in self.clients:
+            client.compose("up", "-d", "--no-build", "--wait", timeout=300)
+        self.wait_for_online_nodes(2)
+
+    def flwr(self, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+        return sh(FLWR, *args, env={"FLWR_HOME": str(self.flwr_home), "LOG_FORMAT": "console"},
+                  timeout=timeout, check=False)
+
+    def flwr_json(self, *args: str) -> dict:
+        out = self.flwr(*args, "--format", "json").stdout
+        return json.loads(out[out.index("{"):])
+
+    def online_nodes(self) -> set[str]:
+        nodes = self.flwr_json("supernode", "list", "remote")["nodes"]
+        return {n["node-id"] for n in nodes if n["status"] == "online"}
+
+    def wait_for_online_nodes(self, count: int) -> None:
+        for _ in range(60):
+            if len(self.online_nodes()) == count:
+                return
+            time.sleep(1)
+        pytest.fail(f"expected {count} online SuperNodes, got {self.online_nodes()}")
+
+    def run_refused_supernode(self, client: Project, *args: str) -> tuple[int, list[dict]]:
+        """Start a SuperNode that must be refused; return its exit status and log lines."""
+        result = client.compose("run", "--rm", "--no-deps", "supernode", *args, check=False, timeout=180)
+        lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+        return result.returncode, lines
+
+    def gateway_events(self, event: str) -> list[dict]:
+        return [e for e in self.server.logs("gateway") if e["event"] == event]
+
+    def down(self) -> None:
+        for project in (*self.projects, self.server):
+            project.down()
+
+
+@pytest.fixture(scope="module")
+def deployment(images, tmp_path_factory):
+    d = Deployment(tmp_path_factory.mktemp("deployment"))
+    try:
+        d.start()
+        d.nodes_before = d.online_nodes()
+        yield d
+    finally:
+        d.down()
+
+
+@pytest.fixture
+def unaffected(deployment):
+    """Whatever a test tries, the federation keeps the same two SuperNodes online."""
+    yield
+    assert deployment.online_nodes() == deployment.nodes_before
+
+
+def test_a_plaintext_supernode_is_refused(deployment, unaffected):
+    status, lines = deployment.run_refused_supernode(deployment.client(
+        f"{deployment.probe.name}-plain", "supernode-1", 0), "--insecure")
+    assert status == 2
+    assert any("requires TLS: remove --insecure" in e.get("error", "") for e in lines), lines
+    # And the server side: a plaintext request on the public port never reaches the SuperLink.
+    reply = probe(deployment, f"""
+import http.client
+c = http.client.HTTPConnection("{PUBLIC_NAME}", {deployment.fleet_port}, timeout=10)
+c.request("POST", "/v1/fleet/pull-messages", body=b"")
+r = c.getresponse()
+print(r.status, r.read().decode(errors="replace"))
+""")
+    assert reply.startswith("400") and "plain HTTP request was sent to HTTPS port" in reply
+
+
+def test_a_supernode_trusting_another_ca_is_refused(deployment, unaffected):
+    status, lines = deployment.run_refused_supernode(deployment.client(
+        f"{deployment.probe.name}-ca", "supernode-1", 0, certs=deployment.other_certs))
+    assert status == 2
+    assert any("has a certificate this node does not trust" in e.get("error", "") for e in lines), lines
+
+
+def test_a_supernode_with_an_unregistered_key_is_refused(deployment, unaffected):
+    status, lines = deployment.run_refused_supernode(deployment.client(
+        f"{deployment.probe.name}-key", "supernode-3", 1))
+    assert status != 0
+    assert any("Failed to activate SuperNode" in e["event"] for e in lines), lines
+    refusals = [e for e in deployment.server.logs("superlink")
+                if "No SuperNode found with the given public key" in e["event"]]
+    assert refusals, "the SuperLink did not log the refusal"
+
+
+def test_a_supernode_using_a_name_not_in_the_certificate_is_refused(deployment, unaffected):
+    status, lines = deployment.run_refused_supernode(deployment.client(
+        f"{deployment.probe.name}-san", "supernode-1", 0,
+        superlink=f"wrong-name.flowerdock.test:{deployment.fleet_port}"))
+    assert status == 2
+    assert any("certificate is not valid for 'wrong-name.flowerdock.test'" in e.get("error", "")
+               for e in lines), lines
+    assert any(e["reason"] == "bad certificate" for e in deployment.gateway_events("tls_handshake_failed"))
+
+
+def test_flwr_run_without_the_ca_certificate_is_refused(deployment, unaffected):
+    runs_before = deployment.flwr_json("ls", "remote")["runs"]
+    reply = deployment.flwr_json("run", ".", "remote-without-ca")
+    assert reply["success"] is False
+    assert any(e["reason"] == "unknown ca" for e in deployment.gateway_events("tls_handshake_failed"))
+    assert deployment.flwr_json("ls", "remote")["runs"] == runs_before  # nothing was submitted
+
+
+def test_the_public_port_serves_neither_control_nor_runtime_api(deployment, unaffected):
+    reply = json.loads(probe(deployment, f"""
+import http.client, json, socket, ssl
+context = ssl.create_default_context(cafile="/certs/node/ca.crt")
+status = {{}}
+for path in ("/v1/control/list-runs", "/v1/control/start-run", "/v1/runtime/acquire-task", "/docs"):
+    c = http.client.HTTPSConnection("{PUBLIC_NAME}", {deployment.fleet_port}, context=context, timeout=10)
+    c.request("POST", path, body=b"")
+    status[path] = c.getresponse().status
+try:  # the Control API port is published on the server's loopback only
+    socket.create_connection(("{PUBLIC_NAME}", {deployment.control_port}), timeout=5).close()
+    status["control_port"] = "open"
+except OSError as exc:
+    status["control_port"] = type(exc).__name__
+print(json.dumps(status))
+"""))
+    assert reply == {"/v1/control/list-runs": 403, "/v1/control/start-run": 403,
+                     "/v1/runtime/acquire-task": 403, "/docs": 403,
+                     "control_port": "ConnectionRefusedError"}
+    refused = [e for e in deployment.server.logs("gateway")
+               if e["event"] == "gateway_request" and e["status"] == 403]
+    assert {e["path"] for e in refused} >= {"/v1/control/list-runs", "/v1/runtime/acquire-task"}
+
+
+def test_the_runtime_api_wants_the_superexec_secret(deployment, unaffected):
+    # Even inside the server's private network, a caller without the shared secret
+    # cannot take ServerApp tasks.
+    out = deployment.server.compose("run", "--rm", "--no-deps", "--entrypoint", "python3", "register-supernodes",
+                                    "-c", """
+import http.client, ssl
+c = http.client.HTTPSConnection("superlink", 8000, timeout=10,
+                                context=ssl.create_default_context(cafile="/certs/server/ca.crt"))
+c.request("POST", "/v1/runtime/acquire-task", body=b"", headers={"Content-Type": "application/protobuf"})
+print("STATUS", c.getresponse().status)
+""", timeout=120).stdout
+    status = int(out.split("STATUS")[-1].split()[0])
+    assert status in (401, 403), out
+
+
+def test_a_run_from_the_host_completes_on_both_supernodes(deployment, unaffected):
+    result = deployment.flwr("run", ".", "remote", "--stream", "--run-config",
+                             f"num-server-rounds={ROUNDS} min-nodes=2 fraction-train=1.0 fraction-evaluate=1.0",
+                             timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    [run] = [r for r in deployment.flwr_json("ls", "remote")["runs"]]
+    assert run["status"] == "finished:completed"
+
+    events = [e for e in deployment.server.logs("serverapp") if e.get("run_id") == int(run["run-id"])]
+    per_client = Counter((e["server_round"], e["phase"], e["node_id"])
+                         for e in events if e["event"] == "client_round" and e["status"] == "ok")
+    assert set(per_client.values()) == {1}
+    assert len(per_client) == ROUNDS * 2 * 2  # rounds x phases x SuperNodes
+    assert {str(node) for _, _, node in per_client} == deployment.nodes_before
+    # The streamed logs reached the user's terminal too.
+    assert "client_round" in result.stdout
+
+
+def probe(deployment: Deployment, code: str) -> str:
+    """Run Python in a container on a client's own network (not the server's)."""
+    out = deployment.probe.compose("run", "--rm", "--no-deps", "--entrypoint", "python3", "supernode",
+                                   "-c", code, timeout=120).stdout
+    return out.strip().splitlines()[-1]
