@@ -146,13 +146,14 @@ def test_a_plaintext_supernode_is_refused(deployment, unaffected):
     assert any("requires TLS: remove --insecure" in e.get("error", "") for e in lines), lines
     # And the server side: a plaintext request on the public port never reaches the SuperLink.
     reply = probe(deployment, f"""
-import http.client
+import http.client, json
 c = http.client.HTTPConnection("{PUBLIC_NAME}", {deployment.fleet_port}, timeout=10)
 c.request("POST", "/v1/fleet/pull-messages", body=b"")
 r = c.getresponse()
-print(r.status, r.read().decode(errors="replace"))
+print(json.dumps([r.status, r.read().decode(errors="replace")]))
 """)
-    assert reply.startswith("400") and "plain HTTP request was sent to HTTPS port" in reply
+    status, body = json.loads(reply)
+    assert status == 400 and "plain HTTP request was sent to HTTPS port" in body
 
 
 def test_a_supernode_trusting_another_ca_is_refused(deployment, unaffected):

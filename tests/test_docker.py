@@ -60,8 +60,12 @@ def test_compose_federation_runs_to_the_end(federation):
     for service in ("superlink", "supernode", "submit"):
         lines = fed.logs(service)  # every line of every container is JSON
         assert lines and all({"timestamp", "level", "event"} <= set(e) for e in lines)
-    partitions = sorted(e["partition_id"] for e in fed.logs("supernode") if e["event"] == "supernode_starting")
-    assert partitions == list(range(NODES))
+    starts = [e for e in fed.logs("supernode") if e["event"] == "supernode_starting"]
+    assert sorted(e["partition_id"] for e in starts) == list(range(NODES))
+    assert all(e["tls"] for e in starts)  # TLS, and each with its own registered key:
+    registered = [e for e in fed.logs("register-supernodes") if e["event"] == "supernode_registered"]
+    activated = [e for e in fed.logs("superlink") if "[Fleet.ActivateNode] Activated" in e["event"]]
+    assert len(registered) == len(activated) == NODES
     [outcome] = [e for e in fed.logs("submit") if e["event"] == "run_outcome"]
     assert outcome["status"] == "finished:completed"
 
