@@ -1,7 +1,8 @@
 """Benchmark: time per round of the same federation in Docker and as plain processes.
 
 Both runs: 3 SuperNodes (subprocess isolation), a SuperLink in process isolation
-with a separate SuperExec for the ServerApp, 3 rounds, every node in every round.
+with a separate SuperExec for the ServerApp, 3 rounds, every node in every round;
+both with TLS, SuperNode authentication and the SuperExec secret.
 Round time = time between consecutive `global_evaluation` events of the ServerApp.
 Usage (images built, e.g. by `make images`):  .venv/bin/python scripts/bench_federation.py
 """
@@ -42,7 +43,7 @@ def in_docker() -> tuple[list[float], float]:
     compose = ["docker", "compose", "-p", project]
     try:
         start = time.monotonic()
-        subprocess.run([*compose, "up", "--no-build", "--exit-code-from", "submit"], cwd=ROOT, env=env,
+        subprocess.run([*compose, "up", "--no-build", "--exit-code-from", "submit", "submit"], cwd=ROOT, env=env,
                        check=True, capture_output=True)
         total = time.monotonic() - start
         container = subprocess.run([*compose, "ps", "-a", "-q", "serverapp"], cwd=ROOT, env=env,
@@ -55,8 +56,11 @@ def in_docker() -> tuple[list[float], float]:
 
 def as_processes() -> tuple[list[float], float]:
     home = Path(tempfile.mkdtemp(prefix="flowerdock-bench-"))
-    (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "bench"\n[superlink.bench]\naddress = "127.0.0.1:{PORT}"\ninsecure = true\n')
+    certs = home / "certs"
+    subprocess.run([sys.executable, str(ROOT / "certs/make_certs.py"), "init", "--out", str(certs),
+                    "--nodes", str(NODES), "--owner", f"{os.getuid()}:{os.getgid()}"], check=True, capture_output=True)
+    (home / "config.toml").write_text(f'[superlink]\ndefault = "bench"\n[superlink.bench]\n'
+                                      f'address = "127.0.0.1:{PORT}"\nroot-certificates = "{certs}/user/ca.crt"\n')
     bin_dir = Path(sys.executable).parent  # the daemons spawn flwr-serverapp & co. from PATH
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
            "FLWR_HOME": str(home), "OMP_NUM_THREADS": "1", "LOG_FORMAT": "json",
@@ -68,13 +72,22 @@ def as_processes() -> tuple[list[float], float]:
         def start(args, out=subprocess.DEVNULL):
             procs.append(subprocess.Popen([str(bin_dir / args[0]), *args[1:]], env=env, stdout=out,
                                           stderr=subprocess.STDOUT, cwd=home))
-        start(["flower-superlink", "--insecure", "--isolation", "process", "--host", "127.0.0.1",
+        server = certs / "server"
+        secret = ["--superexec-auth-secret-file", str(server / "superexec.secret")]
+        start(["flower-superlink", "--ssl-certfile", str(server / "superlink.crt"), "--ssl-keyfile",
+               str(server / "superlink.key"), "--ssl-ca-certfile", str(server / "ca.crt"), "--enable-supernode-auth",
+               *secret, "--isolation", "process", "--host", "127.0.0.1",
                "--port", str(PORT), "--disable-runtime-dependency-installation"])
         time.sleep(5)
-        start(["flower-superexec", "--runtime-api-address", f"127.0.0.1:{PORT}", "--insecure"],
-              out=serverapp_log.open("w"))
+        for key in sorted((server / "supernodes").glob("*.pub")):
+            subprocess.run([str(bin_dir / "flwr"), "supernode", "register", str(key), "bench"],
+                           env=env, check=True, capture_output=True, cwd=home)
+        start(["flower-superexec", "--runtime-api-address", f"localhost:{PORT}", "--root-certificates",
+               str(server / "ca.crt"), *secret], out=serverapp_log.open("w"))
         for n in range(NODES):
-            start(["flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{PORT}", "--port", str(19100 + n),
+            node = certs / f"supernode-{n + 1}"
+            start(["flower-supernode", "--superlink", f"localhost:{PORT}", "--root-certificates", str(node / "ca.crt"),
+                   "--auth-supernode-private-key", str(node / "supernode.key"), "--port", str(19100 + n),
                    "--node-config", f"partition-id={n} num-partitions={NODES}"])
         begin = time.monotonic()
         subprocess.run([str(bin_dir / "flwr"), "run", str(ROOT), "bench", "--stream", "--run-config", RUN_CONFIG],
