@@ -16,7 +16,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[simulation,dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[simulation,dev,report]"
 	touch $@
 
 images:  ## the SuperLink, SuperNode and ServerApp images (registry-free where need be)
@@ -43,7 +43,7 @@ bench-federation: install images
 	$(BIN)/python scripts/bench_federation.py
 
 constraints:  ## re-pin every transitive version after a change to pyproject.toml
-	rm -rf build/pin && $(PYTHON) -m venv build/pin && build/pin/bin/pip install --quiet -e ".[simulation,dev]"
+	rm -rf build/pin && $(PYTHON) -m venv build/pin && build/pin/bin/pip install --quiet -e ".[simulation,dev,report]"
 	{ sed -n '1,2p' constraints.txt; build/pin/bin/pip freeze --exclude-editable; } > constraints.new && mv constraints.new constraints.txt
 
 clean:

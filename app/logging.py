@@ -31,7 +31,12 @@ from typing import Any
 
 import structlog
 
-__all__ = ["configure_logging", "get_logger", "install_startup_hook"]
+__all__ = ["LOG_SCHEMA_VERSION", "configure_logging", "get_logger", "install_startup_hook"]
+
+# Version of the app's events and their fields (docs/log-schema.md). Every event
+# the app itself logs carries it as `schema_version`; raise it when a field
+# changes meaning or goes away (adding a field does not need a new version).
+LOG_SCHEMA_VERSION = 1
 
 _OURS = "_flowerdock_handler"  # marks handlers this module owns or took over
 _FIRST_KEYS = ("timestamp", "level", "event", "logger")
@@ -66,7 +71,8 @@ def configure_logging(log_format: str | None = None, level: str | None = None) -
     logging.getLogger("app").setLevel(level_name)
 
     structlog.configure(
-        processors=[*_shared_processors(), structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[*_shared_processors(), _add_schema_version,
+                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,  # a later configure_logging() must take effect
@@ -136,6 +142,12 @@ def _make_formatter(log_format: str) -> structlog.stdlib.ProcessorFormatter:
             renderer,
         ],
     )
+
+
+def _add_schema_version(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Only the app's own events (structlog) are versioned; Flower's records are not ours."""
+    event_dict["schema_version"] = LOG_SCHEMA_VERSION
+    return event_dict
 
 
 def _from_stdlib_record(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:

@@ -19,19 +19,33 @@ app = ServerApp()
 log = get_logger("app.server")
 
 
+def sampling(config) -> dict[str, float | int]:
+    """Who takes part in a round: fractions of the nodes, or `sampled-nodes` of them.
+
+    Either way no round starts before `min-nodes` SuperNodes are connected; with
+    `sampled-nodes` (a simulation of 1000 nodes, 25 per round) each round samples
+    exactly that many from all of them.
+    """
+    min_nodes, sampled = int(config["min-nodes"]), int(config["sampled-nodes"])
+    if sampled <= 0:
+        return {"fraction_train": float(config["fraction-train"]),
+                "fraction_evaluate": float(config["fraction-evaluate"]),
+                "min_train_nodes": min_nodes, "min_evaluate_nodes": min_nodes, "min_available_nodes": min_nodes}
+    if sampled > min_nodes:
+        raise ValueError(f"sampled-nodes ({sampled}) cannot exceed min-nodes ({min_nodes})")
+    fraction = sampled / min_nodes
+    return {"fraction_train": fraction, "fraction_evaluate": fraction,
+            "min_train_nodes": sampled, "min_evaluate_nodes": sampled, "min_available_nodes": min_nodes}
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     config = context.run_config
-    min_nodes = int(config["min-nodes"])
     strategy = build_strategy(
         str(config["strategy"]),
         run_id=context.run_id,
         server_learning_rate=float(config["server-learning-rate"]),
-        fraction_train=float(config["fraction-train"]),
-        fraction_evaluate=float(config["fraction-evaluate"]),
-        min_train_nodes=min_nodes,
-        min_evaluate_nodes=min_nodes,
-        min_available_nodes=min_nodes,
+        **sampling(config),
     )
     test_set = task.load_test_set(int(config["seed"]))
 

@@ -8,6 +8,8 @@ completed.
   APP_DIR          the Flower app to submit (default /app)
   FLWR_CONNECTION  connection name in $FLWR_HOME/config.toml (default "deployment")
   RUN_CONFIG       run-config overrides, e.g. "num-server-rounds=3 min-nodes=3"
+  FEDERATION_CONFIG  federation-config overrides for a simulation SuperLink,
+                   e.g. "num-supernodes=1000 client-resources-num-cpus=1"
 """
 
 import json
@@ -40,13 +42,16 @@ def main() -> int:
     app_dir = os.getenv("APP_DIR", "/app")
     connection = os.getenv("FLWR_CONNECTION", "deployment")
     run_config = os.getenv("RUN_CONFIG", "")
+    federation_config = os.getenv("FEDERATION_CONFIG", "")
     args = ["run", app_dir, connection] + (["--run-config", run_config] if run_config else [])
+    args += ["--federation-config", federation_config] if federation_config else []
     submitted = flwr_json(*args)
     if not submitted.get("success"):
         log.error("run_submit_failed", error=submitted.get("error-message", submitted))
         return 1
     run_id = submitted["run-id"]
-    log.info("run_submitted", run_id=int(run_id), connection=connection, run_config=run_config)
+    log.info("run_submitted", run_id=int(run_id), connection=connection, run_config=run_config,
+             **({"federation_config": federation_config} if federation_config else {}))
 
     subprocess.run(["flwr", "log", run_id, connection, "--stream"], check=False)
 

@@ -1,0 +1,185 @@
+"""Report on a run from its JSON lines: per round and per client, training time,
+convergence, losses, stragglers and rejected payloads; a table in the terminal
+and, with --png, a chart.
+
+Reads any mix of: files of JSON Lines (the aggregator's store, a saved log),
+`docker compose logs` output (service prefixes and escape codes are skipped), or
+stdin. The same line seen twice (a ServerApp's own log and the copy `flwr run
+--stream` relays) counts once.
+
+  docker compose logs --no-log-prefix serverapp | python scripts/report.py
+  python scripts/report.py build/logs/flowerdock/*.jsonl --run-id 123 --png report.png
+  python scripts/report.py run.jsonl --straggler-factor 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, TextIO
+
+STRAGGLER_FACTOR = 1.5  # slower than 1.5x the round's median training time
+
+
+@dataclass
+class Run:
+    run_id: int
+    clients: dict[tuple[int, str, int], dict] = field(default_factory=dict)  # (round, phase, node)
+    summaries: dict[tuple[int, str], dict] = field(default_factory=dict)
+    accuracy: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def rounds(self) -> list[int]:
+        return sorted({r for r, _ in self.summaries} | {r for r, _, _ in self.clients})
+
+
+def events(lines: Iterable[str]) -> Iterable[dict]:
+    """The JSON objects in lines that may carry a prefix (`serverapp-1  | `, ESC[2K)."""
+    for line in lines:
+        start = line.find("{")
+        if start < 0:
+            continue
+        try:
+            event = json.loads(line[start:])
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            yield event
+
+
+def collect(lines: Iterable[str]) -> dict[int, Run]:
+    runs: dict[int, Run] = {}
+    for e in events(lines):
+        kind, run_id = e.get("event"), e.get("run_id")
+        if run_id is None or kind not in ("client_round", "round_summary", "global_evaluation"):
+            continue
+        run = runs.setdefault(int(run_id), Run(int(run_id)))
+        if kind == "client_round":
+            run.clients.setdefault((e["server_round"], e["phase"], e["node_id"]), e)
+        elif kind == "round_summary":
+            run.summaries.setdefault((e["server_round"], e["phase"]), e)
+        elif e.get("server_round") and e.get("accuracy") is not None:
+            run.accuracy[e["server_round"]] = e["accuracy"]
+    return runs
+
+
+def stragglers(run: Run, server_round: int, factor: float) -> set[int]:
+    times = {node: e["training_time"] for (r, phase, node), e in run.clients.items()
+             if r == server_round and phase == "train" and e["status"] == "ok"}
+    if len(times) < 2:
+        return set()
+    median = statistics.median(times.values())
+    return {node for node, t in times.items() if t > factor * median}
+
+
+def losses(e: dict) -> tuple[float | None, float | None]:
+    values = list((e.get("training_losses") or {}).values())
+    return (values[0], values[-1]) if values else (None, None)
+
+
+def fmt(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def render(run: Run, factor: float, out: TextIO) -> None:
+    nodes = {node for _, _, node in run.clients}
+    statuses = [e["status"] for e in run.clients.values()]
+    out.write(f"run {run.run_id}: {len(run.rounds)} rounds, {len(nodes)} clients, "
+              f"{statuses.count('ok')} ok, {statuses.count('rejected')} rejected, "
+              f"{statuses.count('failed')} failed replies\n")
+    for server_round in run.rounds:
+        slow = stragglers(run, server_round, factor)
+        train = run.summaries.get((server_round, "train"), {})
+        out.write(f"\nround {server_round}: sampled {train.get('sampled', '-')}, replies {train.get('replies', '-')}, "
+                  f"missing {train.get('missing', '-')}, train {fmt(train.get('duration_s'), '.1f')} s, "
+                  f"converged {train.get('converged', '-')}, accuracy {fmt(run.accuracy.get(server_round), '.3f')}\n")
+        out.write(f"  {'node':>20}  {'train':>8}  {'time_s':>7}  {'conv':>4}  {'loss first -> last':>20}  "
+                  f"{'evaluate':>8}  {'eval_s':>7}  note\n")
+        for node in sorted({n for r, _, n in run.clients if r == server_round}):
+            t = run.clients.get((server_round, "train", node), {})
+            v = run.clients.get((server_round, "evaluate", node), {})
+            first, last = losses(t)
+            notes = []
+            if node in slow:
+                notes.append(f"straggler (>{factor}x median)")
+            notes += [f"{e['phase']} {e['status']}: {e.get('error', '')}" for e in (t, v)
+                      if e and e["status"] != "ok"]
+            conv = {True: "yes", False: "no"}.get(t.get("converged"), "-")
+            out.write(f"  {node:>20}  {t.get('status', '-'):>8}  {fmt(t.get('training_time')):>7}  {conv:>4}  "
+                      f"{fmt(first, '.3f') + ' -> ' + fmt(last, '.3f'):>20}  {v.get('status', '-'):>8}  "
+                      f"{fmt(v.get('evaluation_time')):>7}  {'; '.join(notes)}\n")
+
+
+def chart(run: Run, factor: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, (times_ax, loss_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for server_round in run.rounds:
+        slow = stragglers(run, server_round, factor)
+        for (r, phase, node), e in run.clients.items():
+            if r != server_round or phase != "train":
+                continue
+            if e["status"] != "ok":
+                times_ax.scatter(r, 0, marker="x", color="black", label="rejected/failed")
+                continue
+            color = "tab:red" if node in slow else "tab:blue"
+            times_ax.scatter(r, e["training_time"], color=color, alpha=0.7,
+                             label="straggler" if node in slow else "client")
+    handles = dict(zip(*reversed(times_ax.get_legend_handles_labels())))
+    times_ax.legend(handles.values(), handles.keys())
+    times_ax.set(title="Training time per client", xlabel="round", ylabel="seconds")
+
+    per_node: dict[int, list[tuple[int, float]]] = defaultdict(list)
+    for (r, phase, node), e in sorted(run.clients.items()):
+        if phase == "train" and e["status"] == "ok" and losses(e)[1] is not None:
+            per_node[node].append((r, losses(e)[1]))
+    for points in per_node.values():
+        loss_ax.plot(*zip(*points), marker="o", alpha=0.5)
+    loss_ax.set(title="Final local training loss per client", xlabel="round", ylabel="loss")
+    if run.accuracy:
+        acc_ax = loss_ax.twinx()
+        acc_ax.plot(*zip(*sorted(run.accuracy.items())), color="black", linewidth=2, label="global accuracy")
+        acc_ax.set(ylabel="global accuracy", ylim=(0, 1))
+        acc_ax.legend(loc="center right")
+    for ax in (times_ax, loss_ax):
+        ax.set_xticks(run.rounds)
+    fig.suptitle(f"Flower run {run.run_id}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("files", nargs="*", type=Path, help="JSON Lines files (default: stdin)")
+    parser.add_argument("--run-id", type=int, help="which run (default: the last one in the input)")
+    parser.add_argument("--png", type=Path, help="also save a chart here")
+    parser.add_argument("--straggler-factor", type=float, default=STRAGGLER_FACTOR)
+    args = parser.parse_args(argv)
+
+    streams = [p.open(encoding="utf-8", errors="replace") for p in args.files] or [sys.stdin]
+    runs = collect(line for stream in streams for line in stream)
+    if not runs:
+        print("no client_round or round_summary lines in the input", file=sys.stderr)
+        return 1
+    run_id = args.run_id if args.run_id is not None else list(runs)[-1]
+    if run_id not in runs:
+        print(f"no lines of run {run_id}; runs in the input: {', '.join(map(str, runs))}", file=sys.stderr)
+        return 1
+    render(runs[run_id], args.straggler_factor, sys.stdout)
+    if args.png:
+        chart(runs[run_id], args.straggler_factor, args.png)
+        print(f"\nchart: {args.png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
