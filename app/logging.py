@@ -71,7 +71,7 @@ def configure_logging(log_format: str | None = None, level: str | None = None) -
     logging.getLogger("app").setLevel(level_name)
 
     structlog.configure(
-        processors=[*_shared_processors(), _add_schema_version,
+        processors=[*_shared_processors(), _add_schema_version, _ids_as_strings,
                     structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
@@ -147,6 +147,17 @@ def _make_formatter(log_format: str) -> structlog.stdlib.ProcessorFormatter:
 def _add_schema_version(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     """Only the app's own events (structlog) are versioned; Flower's records are not ours."""
     event_dict["schema_version"] = LOG_SCHEMA_VERSION
+    return event_dict
+
+
+def _ids_as_strings(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Flower's run and node IDs are unsigned 64-bit. JSON readers that hold numbers
+    as doubles (JavaScript, jq) or signed 64-bit integers (Elasticsearch's long,
+    json-c in rsyslog, which clamps them to 2^63-1) corrupt most of them, so every
+    `*_id` field is written as a string, as Flower's own `--format json` does."""
+    for key, value in event_dict.items():
+        if key.endswith("_id") and isinstance(value, int) and not isinstance(value, bool):
+            event_dict[key] = str(value)
     return event_dict
 
 

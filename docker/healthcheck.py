@@ -2,6 +2,7 @@
 
   http(s)://host:port/health   Flower's HTTP APIs (SuperLink, SuperNode, gateway)
   grpc://host:port             Flower's gRPC health server (SuperExec)
+  tcp://host:port              a port that accepts connections (the log aggregator)
 
 An http:// URL is tried over TLS first, then in plaintext, so one image probe
 fits a daemon with or without TLS. The probe asks the container's own port on
@@ -14,12 +15,17 @@ every container). Only the gRPC probe needs a package, from the venv.
 """
 
 import os
+import socket
 import ssl
 import sys
 import urllib.request
 
 
 def main(url: str) -> int:
+    if url.startswith("tcp://"):
+        host, _, port = url.removeprefix("tcp://").rpartition(":")
+        socket.create_connection((host, int(port)), timeout=3).close()
+        return 0
     if url.startswith("grpc://"):
         version = f"python{sys.version_info.major}.{sys.version_info.minor}"
         sys.path.append(os.path.join(os.getenv("VIRTUAL_ENV", "/opt/venv"), "lib", version, "site-packages"))

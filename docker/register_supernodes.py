@@ -33,7 +33,7 @@ def main() -> int:
     for key in keys:
         reply = flwr_json("supernode", "register", str(key), connection)
         if reply.get("success"):
-            log.info("supernode_registered", key=key.name, node_id=int(reply.get("node-id", 0)))
+            log.info("supernode_registered", key=key.name, node_id=reply.get("node-id"))
         elif ALREADY_REGISTERED in str(reply.get("error-message", "")):
             log.info("supernode_already_registered", key=key.name)
         else:

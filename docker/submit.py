@@ -50,7 +50,7 @@ def main() -> int:
         log.error("run_submit_failed", error=submitted.get("error-message", submitted))
         return 1
     run_id = submitted["run-id"]
-    log.info("run_submitted", run_id=int(run_id), connection=connection, run_config=run_config,
+    log.info("run_submitted", run_id=run_id, connection=connection, run_config=run_config,
              **({"federation_config": federation_config} if federation_config else {}))
 
     subprocess.run(["flwr", "log", run_id, connection, "--stream"], check=False)
@@ -58,7 +58,7 @@ def main() -> int:
     runs = flwr_json("ls", connection, "--run-id", run_id).get("runs", [])
     status = runs[0].get("status") if runs else "unknown"
     outcome_ok = status == "finished:completed"
-    (log.info if outcome_ok else log.error)("run_outcome", run_id=int(run_id), status=status)
+    (log.info if outcome_ok else log.error)("run_outcome", run_id=run_id, status=status)
     return 0 if outcome_ok else 1
 
 

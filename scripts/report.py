@@ -28,8 +28,8 @@ STRAGGLER_FACTOR = 1.5  # slower than 1.5x the round's median training time
 
 @dataclass
 class Run:
-    run_id: int
-    clients: dict[tuple[int, str, int], dict] = field(default_factory=dict)  # (round, phase, node)
+    run_id: str
+    clients: dict[tuple[int, str, str], dict] = field(default_factory=dict)  # (round, phase, node)
     summaries: dict[tuple[int, str], dict] = field(default_factory=dict)
     accuracy: dict[int, float] = field(default_factory=dict)
 
@@ -52,15 +52,15 @@ def events(lines: Iterable[str]) -> Iterable[dict]:
             yield event
 
 
-def collect(lines: Iterable[str]) -> dict[int, Run]:
-    runs: dict[int, Run] = {}
+def collect(lines: Iterable[str]) -> dict[str, Run]:
+    runs: dict[str, Run] = {}
     for e in events(lines):
         kind, run_id = e.get("event"), e.get("run_id")
         if run_id is None or kind not in ("client_round", "round_summary", "global_evaluation"):
             continue
-        run = runs.setdefault(int(run_id), Run(int(run_id)))
+        run = runs.setdefault(str(run_id), Run(str(run_id)))
         if kind == "client_round":
-            run.clients.setdefault((e["server_round"], e["phase"], e["node_id"]), e)
+            run.clients.setdefault((e["server_round"], e["phase"], str(e["node_id"])), e)
         elif kind == "round_summary":
             run.summaries.setdefault((e["server_round"], e["phase"]), e)
         elif e.get("server_round") and e.get("accuracy") is not None:
@@ -68,7 +68,7 @@ def collect(lines: Iterable[str]) -> dict[int, Run]:
     return runs
 
 
-def stragglers(run: Run, server_round: int, factor: float) -> set[int]:
+def stragglers(run: Run, server_round: int, factor: float) -> set[str]:
     times = {node: e["training_time"] for (r, phase, node), e in run.clients.items()
              if r == server_round and phase == "train" and e["status"] == "ok"}
     if len(times) < 2:
@@ -137,7 +137,7 @@ def chart(run: Run, factor: float, path: Path) -> None:
     times_ax.legend(handles.values(), handles.keys())
     times_ax.set(title="Training time per client", xlabel="round", ylabel="seconds")
 
-    per_node: dict[int, list[tuple[int, float]]] = defaultdict(list)
+    per_node: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for (r, phase, node), e in sorted(run.clients.items()):
         if phase == "train" and e["status"] == "ok" and losses(e)[1] is not None:
             per_node[node].append((r, losses(e)[1]))
@@ -160,7 +160,7 @@ def chart(run: Run, factor: float, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="*", type=Path, help="JSON Lines files (default: stdin)")
-    parser.add_argument("--run-id", type=int, help="which run (default: the last one in the input)")
+    parser.add_argument("--run-id", help="which run (default: the last one in the input)")
     parser.add_argument("--png", type=Path, help="also save a chart here")
     parser.add_argument("--straggler-factor", type=float, default=STRAGGLER_FACTOR)
     args = parser.parse_args(argv)

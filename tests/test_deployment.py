@@ -238,12 +238,12 @@ def test_a_run_from_the_host_completes_on_both_supernodes(deployment, unaffected
     [run] = [r for r in deployment.flwr_json("ls", "remote")["runs"]]
     assert run["status"] == "finished:completed"
 
-    events = [e for e in deployment.server.logs("serverapp") if e.get("run_id") == int(run["run-id"])]
+    events = [e for e in deployment.server.logs("serverapp") if e.get("run_id") == run["run-id"]]
     per_client = Counter((e["server_round"], e["phase"], e["node_id"])
                          for e in events if e["event"] == "client_round" and e["status"] == "ok")
     assert set(per_client.values()) == {1}
     assert len(per_client) == ROUNDS * 2 * 2  # rounds x phases x SuperNodes
-    assert {str(node) for _, _, node in per_client} == deployment.nodes_before
+    assert {node for _, _, node in per_client} == deployment.nodes_before
     # The streamed logs reached the user's terminal too.
     assert "client_round" in result.stdout
 

@@ -89,12 +89,12 @@ def test_good_bad_missing_and_error_replies(capsys):
     assert metrics["train_loss"] == pytest.approx(3.25)
 
     out = capsys.readouterr().out
-    lines = {e["node_id"]: e for e in client_rounds(out)}
+    lines = {int(e["node_id"]): e for e in client_rounds(out)}  # IDs are logged as strings
     assert len(client_rounds(out)) == 6 and set(lines) == {1, 2, 3, 4, 5, 6}
     assert {n: e["status"] for n, e in lines.items()} == {
         1: "ok", 2: "ok", 3: "rejected", 4: "rejected", 5: "failed", 6: "rejected"}
     ok = lines[1]
-    assert ok["run_id"] == RUN_ID and ok["server_round"] == 1 and ok["phase"] == "train"
+    assert ok["run_id"] == str(RUN_ID) and ok["node_id"] == "1" and ok["server_round"] == 1 and ok["phase"] == "train"
     assert ok["training_time"] == 1.0 and ok["converged"] is True and ok["training_losses"] == {"epoch_1": 0.5}
     assert ok["metrics"]["num-examples"] == 10 and "error" not in ok
     assert "tag 258" in lines[3]["error"]
@@ -127,7 +127,7 @@ def test_evaluate_replies(capsys):
     ])
     assert metrics["eval_acc"] == pytest.approx(0.7)
     out = capsys.readouterr().out
-    statuses = {e["node_id"]: e["status"] for e in client_rounds(out)}
+    statuses = {int(e["node_id"]): e["status"] for e in client_rounds(out)}
     assert statuses == {1: "ok", 2: "ok", 3: "rejected"}
     s = summary(out, "evaluate")
     assert s["server_round"] == 2 and s["evaluation_time_min"] == 0.25 and s["evaluation_time_max"] == 0.75
@@ -155,7 +155,7 @@ def test_odd_metric_keys_are_rejected_not_fatal(capsys):
         train_reply(3, 9.0, metrics={"train_loss": 9.0, "num-examples": 10, "extra": 1.0}),
     ])
     np.testing.assert_allclose(arrays.to_numpy_ndarrays()[1], np.full(3, 2.0))
-    statuses = {e["node_id"]: e["status"] for e in client_rounds(capsys.readouterr().out)}
+    statuses = {int(e["node_id"]): e["status"] for e in client_rounds(capsys.readouterr().out)}
     assert statuses == {1: "ok", 2: "ok", 3: "rejected"}
 
 
@@ -173,7 +173,7 @@ def test_fedadagrad_screens_too(capsys):
     started(strategy, nodes=(1, 2))
     arrays, _ = strategy.aggregate_train(1, [train_reply(1, 1.0), train_reply(2, 1.0, meta=None)])
     assert arrays is not None
-    statuses = {e["node_id"]: e["status"] for e in client_rounds(capsys.readouterr().out)}
+    statuses = {int(e["node_id"]): e["status"] for e in client_rounds(capsys.readouterr().out)}
     assert statuses == {1: "ok", 2: "rejected"}
 
 

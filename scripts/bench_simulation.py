@@ -1,0 +1,73 @@
+"""Benchmark: time per round of the same Flower simulation in a container
+(docker/compose.simulation.yaml) and with `flwr run .` on the host.
+
+Both: SIM_NODES virtual SuperNodes (default 1000), SIM_SAMPLED per round (25),
+SIM_ROUNDS rounds (3), one CPU per ClientApp, every round sampling from all nodes.
+Round time = time between consecutive `global_evaluation` events of the ServerApp
+(round 0 is the initial model's evaluation, so round 1 is counted too).
+Usage (images built):  .venv/bin/python scripts/bench_simulation.py
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_federation import ROOT, round_times  # noqa: E402
+
+NODES = int(os.getenv("SIM_NODES", "1000"))
+SAMPLED = int(os.getenv("SIM_SAMPLED", "25"))
+ROUNDS = int(os.getenv("SIM_ROUNDS", "3"))
+RUN_CONFIG = f"num-server-rounds={ROUNDS} min-nodes={NODES} sampled-nodes={SAMPLED}"
+FEDERATION_CONFIG = f"num-supernodes={NODES} client-resources-num-cpus=1 init-args-log-to-driver=false"
+
+
+def in_docker() -> tuple[list[float], float]:
+    env = {**os.environ, "SIM_NODES": str(NODES), "SIM_SAMPLED": str(SAMPLED), "SIM_ROUNDS": str(ROUNDS)}
+    compose = ["docker", "compose", "-p", "flowerdock-bench-sim", "-f", "docker/compose.simulation.yaml"]
+    try:
+        start = time.monotonic()
+        subprocess.run([*compose, "up", "--no-build", "--exit-code-from", "submit", "submit"], cwd=ROOT, env=env,
+                       check=True, capture_output=True, timeout=1800)
+        total = time.monotonic() - start
+        container = subprocess.run([*compose, "ps", "-a", "-q", "superlink"], cwd=ROOT, env=env,
+                                   capture_output=True, text=True).stdout.strip()
+        logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True).stdout
+        return round_times(logs.splitlines()), total
+    finally:
+        subprocess.run([*compose, "down", "-v", "--timeout", "5"], cwd=ROOT, env=env, capture_output=True)
+
+
+def on_host() -> tuple[list[float], float]:
+    bin_dir = Path(sys.executable).parent
+    home = Path(tempfile.mkdtemp(prefix="flowerdock-bench-sim-"))
+    shutil.copy(ROOT / ".flwr" / "config.toml", home / "config.toml")
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FLWR_HOME": str(home),
+           "LOG_FORMAT": "json", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+           "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
+    try:
+        start = time.monotonic()
+        result = subprocess.run([str(bin_dir / "flwr"), "run", ".", "local-sim", "--stream", "--run-config",
+                                 RUN_CONFIG, "--federation-config", FEDERATION_CONFIG],
+                                cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=1800)
+        return round_times(result.stdout.splitlines()), time.monotonic() - start
+    finally:  # `flwr run` leaves its local SuperLink (and Ray) running: stop this one
+        subprocess.run(["pkill", "-f", str(home)], check=False)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    host, host_total = on_host()
+    docker, docker_total = in_docker()
+    print(f"simulation: {NODES} virtual SuperNodes, {SAMPLED} sampled per round, {ROUNDS} rounds")
+    print(f"  {'':<22}{'per round (s)':>14}{'rounds':>26}{'total (s)':>12}")
+    for name, rounds, total in (("flwr run . (host)", host, host_total), ("container", docker, docker_total)):
+        print(f"  {name:<22}{statistics.fmean(rounds):>14.1f}{str([round(r, 1) for r in rounds]):>26}{total:>12.1f}")
+    print(f"  container / host, per round: {statistics.fmean(docker) / statistics.fmean(host):.2f}x")
