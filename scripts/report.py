@@ -58,8 +58,12 @@ def collect(lines: Iterable[str]) -> dict[str, Run]:
         kind, run_id = e.get("event"), e.get("run_id")
         if run_id is None or kind not in ("client_round", "round_summary", "global_evaluation"):
             continue
+        if kind != "global_evaluation" and not {"server_round", "phase"} <= e.keys():
+            continue  # not a line of ours, or a truncated one
         run = runs.setdefault(str(run_id), Run(str(run_id)))
         if kind == "client_round":
+            if "node_id" not in e or "status" not in e:
+                continue
             run.clients.setdefault((e["server_round"], e["phase"], str(e["node_id"])), e)
         elif kind == "round_summary":
             run.summaries.setdefault((e["server_round"], e["phase"]), e)

@@ -12,7 +12,6 @@ and Runtime APIs asked on the public port.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -22,19 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Project, sh
+from tests.conftest import Project, free_port, sh
 
 pytestmark = pytest.mark.docker
 
 PUBLIC_NAME = "superlink.flowerdock.test"  # in the certificate; tests/compose.host-gateway.yaml maps it
 ROUNDS = 2
 FLWR = str(Path(sys.executable).parent / "flwr")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_certs(*args: str) -> None:

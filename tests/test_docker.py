@@ -4,12 +4,15 @@ containers' logs. Needs a Docker engine (CI has one); fails, not skips, without.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 import uuid
 from collections import Counter
 
 import pytest
 
-from tests.conftest import Project, sh
+from tests.conftest import ROOT, Project, free_port, sh
 
 pytestmark = pytest.mark.docker
 
@@ -17,10 +20,10 @@ NODES, ROUNDS = 3, 2
 
 
 class Federation(Project):
-    """compose.yaml under a project name of its own."""
+    """compose.yaml (and more files) under a project name of its own."""
 
-    def __init__(self, **knobs: str) -> None:
-        super().__init__(f"flowerdock-test-{uuid.uuid4().hex[:8]}", ["compose.yaml"],
+    def __init__(self, *more_files: str, **knobs: str) -> None:
+        super().__init__(f"flowerdock-test-{uuid.uuid4().hex[:8]}", ["compose.yaml", *more_files],
                          {"NUM_SUPERNODES": str(NODES), "NUM_ROUNDS": str(ROUNDS), **knobs})
 
     def up(self) -> int:
@@ -32,8 +35,8 @@ class Federation(Project):
 def federation(images):
     started = []
 
-    def start(**knobs: str) -> Federation:
-        started.append(Federation(**knobs))
+    def start(*more_files: str, **knobs: str) -> Federation:
+        started.append(Federation(*more_files, **knobs))
         return started[-1]
 
     yield start
@@ -85,3 +88,64 @@ def test_a_supernode_without_its_partition_stops_with_a_clear_error(images):
     assert result.returncode == 2
     [event] = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     assert event["event"] == "supernode_config_invalid" and "outside 0..2" in event["error"]
+
+
+def test_a_simulation_runs_in_a_container(images):
+    # Flower's simulation runtime inside the SuperLink's container: 50 virtual
+    # SuperNodes, 10 sampled per round, 2 rounds.
+    sim = Project(f"flowerdock-sim-{uuid.uuid4().hex[:8]}", ["docker/compose.simulation.yaml"],
+                  {"SIM_NODES": "50", "SIM_SAMPLED": "10", "SIM_ROUNDS": "2"})
+    try:
+        result = sim.compose("up", "--no-build", "--exit-code-from", "submit", "submit", check=False)
+        assert result.returncode == 0, result.stdout[-3000:]
+        events = sim.logs("superlink")  # every line JSON; the ServerApp runs in this container
+        rounds = [e for e in events if e["event"] == "client_round"]
+        per_client = Counter((e["server_round"], e["phase"], e["node_id"]) for e in rounds)
+        assert set(per_client.values()) == {1} and {e["status"] for e in rounds} == {"ok"}
+        per_round = Counter((r, phase) for r, phase, _ in per_client)
+        assert per_round == {(r, p): 10 for r in (1, 2) for p in ("train", "evaluate")}
+        summaries = [e for e in events if e["event"] == "round_summary"]
+        assert len(summaries) == 4 and {e["sampled"] for e in summaries} == {10}
+        [outcome] = [e for e in sim.logs("submit") if e["event"] == "run_outcome"]
+        assert outcome["status"] == "finished:completed"
+    finally:
+        sim.down()
+
+
+def test_the_aggregator_stores_every_client_line_once(federation, tmp_path):
+    fed = federation("docker/compose.aggregator.yaml", AGGREGATOR_PORT=str(free_port()))
+    assert fed.up() == 0, fed.compose("logs", "--no-color", "--tail", "40").stdout[-4000:]
+    printed = [e for e in fed.logs("serverapp") if e["event"] == "client_round"]
+    assert len(printed) == NODES * ROUNDS * 2
+    [run_id] = {e["run_id"] for e in printed}
+    container = f"{fed.name}-serverapp-1"
+
+    def stored(path: str) -> list[dict]:
+        out = fed.compose("exec", "-T", "aggregator", "cat", path, check=False).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    for _ in range(20):  # the engine forwards asynchronously: give it a moment
+        by_container = [e for e in stored(f"/var/log/flowerdock/containers/{container}.jsonl")
+                        if e["event"] == "client_round"]
+        if len(by_container) >= len(printed):
+            break
+        time.sleep(0.5)
+    for event in by_container:
+        assert event.pop("container") == container
+    assert by_container == printed  # none lost, none duplicated, nothing altered, same order
+
+    by_run = stored(f"/var/log/flowerdock/runs/{run_id}.jsonl")
+    from_serverapp = [e for e in by_run if e["event"] == "client_round" and e["container"] == container]
+    assert len(from_serverapp) == len(printed)
+    assert {(e["server_round"], e["node_id"]) for e in from_serverapp} == {
+        (e["server_round"], e["node_id"]) for e in printed}
+    assert stored("/var/log/flowerdock/unparsed.log") == []  # every line was JSON
+
+    # The report, live: from the aggregator's store of this run.
+    run_file = tmp_path / "run.jsonl"
+    run_file.write_text("\n".join(json.dumps(e) for e in by_run))
+    report = subprocess.run([sys.executable, str(ROOT / "scripts/report.py"), str(run_file),
+                             "--png", str(tmp_path / "run.png")], capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    assert report.stdout.startswith(f"run {run_id}: {ROUNDS} rounds, {NODES} clients, {len(printed)} ok")
+    assert (tmp_path / "run.png").stat().st_size > 10_000
