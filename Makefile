@@ -10,7 +10,7 @@ export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: install images federation test test-fast simulation bench bench-federation constraints clean
+.PHONY: install images federation federation-aggregated simulation-docker report test test-fast simulation bench bench-federation bench-simulation constraints clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -27,6 +27,19 @@ federation: images  ## a whole federation in Docker, to the end; exits with the 
 	# everything when the one-shot `certs` service finishes. Then the daemons stop.
 	docker compose up --no-build --exit-code-from submit submit; status=$$?; docker compose stop; exit $$status
 
+AGGREGATED := docker compose -f compose.yaml -f docker/compose.aggregator.yaml
+federation-aggregated: images  ## the federation with every container's lines stored by the aggregator (kept running)
+	$(AGGREGATED) up --no-build --exit-code-from submit submit; status=$$?; \
+	$(AGGREGATED) stop superlink serverapp supernode; exit $$status
+
+report: install  ## table + chart of the last run in the aggregator's store (make federation-aggregated first)
+	run=$$($(AGGREGATED) exec -T aggregator sh -c 'ls -t /var/log/flowerdock/runs | head -1'); \
+	$(AGGREGATED) exec -T aggregator cat /var/log/flowerdock/runs/$$run | $(BIN)/python scripts/report.py --png report.png
+
+simulation-docker: images  ## Flower's simulation runtime in a container: SIM_NODES=1000, SIM_SAMPLED=25, SIM_ROUNDS=3
+	docker compose -f docker/compose.simulation.yaml up --no-build --exit-code-from submit submit; status=$$?; \
+	docker compose -f docker/compose.simulation.yaml stop; exit $$status
+
 test: install  ## every test, the Docker end-to-end ones included
 	$(BIN)/python -m pytest -v -rA
 
@@ -41,6 +54,9 @@ bench: install
 
 bench-federation: install images
 	$(BIN)/python scripts/bench_federation.py
+
+bench-simulation: install images
+	$(BIN)/python scripts/bench_simulation.py
 
 constraints:  ## re-pin every transitive version after a change to pyproject.toml
 	rm -rf build/pin && $(PYTHON) -m venv build/pin && build/pin/bin/pip install --quiet -e ".[simulation,dev,report]"
