@@ -38,15 +38,20 @@ def round_times(lines: list[str]) -> list[float]:
 
 
 def in_docker() -> tuple[list[float], float]:
-    project = "flowerdock-bench"
-    env = {**os.environ, "NUM_SUPERNODES": str(NODES), "NUM_ROUNDS": str(ROUNDS)}
-    compose = ["docker", "compose", "-p", project]
+    return compose_run("flowerdock-bench", [], {"NUM_SUPERNODES": str(NODES), "NUM_ROUNDS": str(ROUNDS)}, "serverapp")
+
+
+def compose_run(project: str, files: list[str], knobs: dict[str, str], log_service: str) -> tuple[list[float], float]:
+    """`up` a compose project until its `submit` service ends: round times from
+    log_service's log, and the time from `up` to the end."""
+    env = {**os.environ, **knobs}
+    compose = ["docker", "compose", "-p", project, *(arg for f in files for arg in ("-f", f))]
     try:
         start = time.monotonic()
         subprocess.run([*compose, "up", "--no-build", "--exit-code-from", "submit", "submit"], cwd=ROOT, env=env,
-                       check=True, capture_output=True)
+                       check=True, capture_output=True, timeout=1800)
         total = time.monotonic() - start
-        container = subprocess.run([*compose, "ps", "-a", "-q", "serverapp"], cwd=ROOT, env=env,
+        container = subprocess.run([*compose, "ps", "-a", "-q", log_service], cwd=ROOT, env=env,
                                    capture_output=True, text=True).stdout.strip()
         logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True).stdout
         return round_times(logs.splitlines()), total
@@ -105,11 +110,18 @@ def as_processes() -> tuple[list[float], float]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+def print_comparison(title: str, baseline: tuple[str, list[float], float],
+                     measured: tuple[str, list[float], float]) -> None:
+    """Per-round and total times of two runs of one benchmark, and their ratio."""
+    print(title)
+    print(f"  {'':<22}{'per round (s)':>14}{'rounds':>30}{'total (s)':>12}")
+    for name, rounds, total in (baseline, measured):
+        print(f"  {name:<22}{statistics.fmean(rounds):>14.1f}{str([round(r, 1) for r in rounds]):>30}{total:>12.1f}")
+    ratio = statistics.fmean(measured[1]) / statistics.fmean(baseline[1])
+    print(f"  {measured[0]} / {baseline[0]}, per round: {ratio:.2f}x")
+
+
 if __name__ == "__main__":
-    plain, plain_total = as_processes()
-    docker, docker_total = in_docker()
-    print(f"federation: {NODES} SuperNodes, {ROUNDS} rounds, train + evaluate each round")
-    print(f"  {'':<18}{'per round (s)':>16}{'rounds':>28}{'run total (s)':>16}")
-    for name, rounds, total in (("plain processes", plain, plain_total), ("docker compose", docker, docker_total)):
-        print(f"  {name:<18}{statistics.fmean(rounds):>16.1f}{str([round(r, 1) for r in rounds]):>28}{total:>16.1f}")
-    print(f"  docker / plain, per round: {statistics.fmean(docker) / statistics.fmean(plain):.2f}x")
+    plain = ("plain processes", *as_processes())
+    docker = ("docker compose", *in_docker())
+    print_comparison(f"federation: {NODES} SuperNodes, {ROUNDS} rounds, train + evaluate each round, TLS", plain, docker)

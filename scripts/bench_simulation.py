@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_federation import ROOT, round_times  # noqa: E402
+from bench_federation import ROOT, compose_run, print_comparison, round_times  # noqa: E402
 
 NODES = int(os.getenv("SIM_NODES", "1000"))
 SAMPLED = int(os.getenv("SIM_SAMPLED", "25"))
@@ -30,19 +29,8 @@ FEDERATION_CONFIG = f"num-supernodes={NODES} client-resources-num-cpus=1 init-ar
 
 
 def in_docker() -> tuple[list[float], float]:
-    env = {**os.environ, "SIM_NODES": str(NODES), "SIM_SAMPLED": str(SAMPLED), "SIM_ROUNDS": str(ROUNDS)}
-    compose = ["docker", "compose", "-p", "flowerdock-bench-sim", "-f", "docker/compose.simulation.yaml"]
-    try:
-        start = time.monotonic()
-        subprocess.run([*compose, "up", "--no-build", "--exit-code-from", "submit", "submit"], cwd=ROOT, env=env,
-                       check=True, capture_output=True, timeout=1800)
-        total = time.monotonic() - start
-        container = subprocess.run([*compose, "ps", "-a", "-q", "superlink"], cwd=ROOT, env=env,
-                                   capture_output=True, text=True).stdout.strip()
-        logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True).stdout
-        return round_times(logs.splitlines()), total
-    finally:
-        subprocess.run([*compose, "down", "-v", "--timeout", "5"], cwd=ROOT, env=env, capture_output=True)
+    knobs = {"SIM_NODES": str(NODES), "SIM_SAMPLED": str(SAMPLED), "SIM_ROUNDS": str(ROUNDS)}
+    return compose_run("flowerdock-bench-sim", ["docker/compose.simulation.yaml"], knobs, "superlink")
 
 
 def on_host() -> tuple[list[float], float]:
@@ -64,10 +52,7 @@ def on_host() -> tuple[list[float], float]:
 
 
 if __name__ == "__main__":
-    host, host_total = on_host()
-    docker, docker_total = in_docker()
-    print(f"simulation: {NODES} virtual SuperNodes, {SAMPLED} sampled per round, {ROUNDS} rounds")
-    print(f"  {'':<22}{'per round (s)':>14}{'rounds':>26}{'total (s)':>12}")
-    for name, rounds, total in (("flwr run . (host)", host, host_total), ("container", docker, docker_total)):
-        print(f"  {name:<22}{statistics.fmean(rounds):>14.1f}{str([round(r, 1) for r in rounds]):>26}{total:>12.1f}")
-    print(f"  container / host, per round: {statistics.fmean(docker) / statistics.fmean(host):.2f}x")
+    host = ("flwr run . (host)", *on_host())
+    docker = ("container", *in_docker())
+    print_comparison(f"simulation: {NODES} virtual SuperNodes, {SAMPLED} sampled per round, {ROUNDS} rounds",
+                     host, docker)
