@@ -90,6 +90,13 @@ def test_a_supernode_without_its_partition_stops_with_a_clear_error(images):
     assert event["event"] == "supernode_config_invalid" and "outside 0..2" in event["error"]
 
 
+def test_a_gateway_without_certificates_stops_with_a_clear_error(images):
+    result = sh("docker", "run", "--rm", "flowerdock/gateway:1.0.0", check=False, timeout=120)
+    assert result.returncode == 2
+    [event] = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert event["event"] == "gateway_config_invalid" and "/certs/server/superlink.key" in event["error"]
+
+
 def test_a_simulation_runs_in_a_container(images):
     # Flower's simulation runtime inside the SuperLink's container: 50 virtual
     # SuperNodes, 10 sampled per round, 2 rounds.
