@@ -150,13 +150,17 @@ def _add_schema_version(_logger: Any, _name: str, event_dict: dict[str, Any]) ->
     return event_dict
 
 
+_FLOWER_IDS = ("run_id", "node_id")
+
+
 def _ids_as_strings(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     """Flower's run and node IDs are unsigned 64-bit. JSON readers that hold numbers
     as doubles (JavaScript, jq) or signed 64-bit integers (Elasticsearch's long,
-    json-c in rsyslog, which clamps them to 2^63-1) corrupt most of them, so every
-    `*_id` field is written as a string, as Flower's own `--format json` does."""
-    for key, value in event_dict.items():
-        if key.endswith("_id") and isinstance(value, int) and not isinstance(value, bool):
+    json-c in rsyslog, which clamps them to 2^63-1) corrupt most of them, so they
+    are written as strings, as Flower's own `--format json` does."""
+    for key in _FLOWER_IDS:
+        value = event_dict.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
             event_dict[key] = str(value)
     return event_dict
 

@@ -86,7 +86,9 @@ def test_ids_are_strings_and_events_carry_the_schema_version():
     # 2^64-1 is a valid Flower node ID; as a JSON number most readers would mangle it.
     result = run_python(
         "from app.logging import configure_logging, get_logger; configure_logging('json');"
-        "get_logger('app.test').info('client_round', node_id=18446744073709551615, run_id=7, server_round=2)")
+        "get_logger('app.test').info('client_round', node_id=18446744073709551615, run_id=7, server_round=2,"
+        " partition_id=3)")
     [event] = json_lines(result.stdout)
     assert event["node_id"] == "18446744073709551615" and event["run_id"] == "7"
+    assert event["partition_id"] == 3  # a small number stays a number
     assert event["server_round"] == 2 and event["schema_version"] == 1
