@@ -8,16 +8,20 @@
 #
 # Runs with the first Python that has `cryptography`: this project's .venv, the
 # system's python3, or the SuperLink image (docker), so a fresh server needs
-# nothing but Docker and the image.
+# nothing but Docker and the image (CERTS_USE_DOCKER=1 goes straight there).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-for python in "$here/../.venv/bin/python" python3; do
-  if "$python" -c 'import cryptography' 2>/dev/null; then
-    exec "$python" "$here/make_certs.py" "$@"
-  fi
-done
+if [ "${CERTS_USE_DOCKER:-0}" != 1 ]; then
+  for python in "$here/../.venv/bin/python" python3; do
+    if "$python" -c 'import cryptography' 2>/dev/null; then
+      exec "$python" "$here/make_certs.py" "$@"
+    fi
+  done
+fi
 out=${CERTS_OUT:-$here/out}
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
 exec docker run --rm --user root --entrypoint python3 -e SUPERLINK_SANS="${SUPERLINK_SANS:-}" \
-  -v "$here/make_certs.py:/usr/local/bin/make_certs.py:ro" -v "$(cd "$out" && pwd):/out" \
+  -e LOG_FORMAT=console -e CERTS_OUT_SHOWN="$out" \
+  -v "$here/make_certs.py:/usr/local/bin/make_certs.py:ro" -v "$out:/out" \
   "flowerdock/superlink:${FLOWERDOCK_VERSION:-1.0.0}" /usr/local/bin/make_certs.py --out /out "$@"

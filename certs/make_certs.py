@@ -217,15 +217,17 @@ def show(store: Store) -> int:
 
 
 def instructions(store: Store, nodes: list[str], sans: list[str] | None) -> str:
-    root = store.root
+    # Run in a container (make-certs.sh), the folder has another name on the host.
+    root = os.getenv("CERTS_OUT_SHOWN") or store.root
     lines = [f"Made under {root}:"]
     if sans:
         lines.append(f"  server certificate for: {', '.join(sans)}")
     lines += [
-        f"  {root}/server/  -> the SuperLink machine (docker/compose.server.yaml: CERTS_DIR)",
+        f"  {root}/server/  -> the SuperLink machine (docker/compose.server.yaml: SERVER_CERTS_DIR)",
         f"  {root}/user/    -> every machine that submits runs (`flwr run`): ca.crt",
     ]
-    lines += [f"  {root}/{n}/  -> SuperNode machine {n} (docker/compose.client.yaml: CERTS_DIR)" for n in nodes]
+    lines += [f"  {root}/{n}/  -> SuperNode machine {n} (docker/compose.client.yaml: NODE_CERTS_DIR)"
+              for n in nodes]
     lines.append(f"  {root}/ca/ca.key: keep offline; needed only to make new certificates")
     if store.owner is None and os.getuid() != CONTAINER_UID:
         lines.append(f"  note: key files belong to uid {os.getuid()}; the containers run as uid {CONTAINER_UID}: "

@@ -90,6 +90,13 @@ def test_a_supernode_without_its_partition_stops_with_a_clear_error(images):
     assert event["event"] == "supernode_config_invalid" and "outside 0..2" in event["error"]
 
 
+def test_make_certs_runs_in_the_superlink_image_where_no_python_has_cryptography(images, tmp_path):
+    result = sh("certs/make-certs.sh", "init", "--nodes", "1", "--san", "DNS:flower.example.org",
+                env={"CERTS_USE_DOCKER": "1", "CERTS_OUT": str(tmp_path)}, timeout=120)
+    assert f"{tmp_path}/supernode-1/" in result.stdout  # the host's path, not the container's
+    assert (tmp_path / "server/superlink.crt").is_file() and (tmp_path / "supernode-1/supernode.key").is_file()
+
+
 def test_a_gateway_without_certificates_stops_with_a_clear_error(images):
     result = sh("docker", "run", "--rm", "flowerdock/gateway:1.0.0", check=False, timeout=120)
     assert result.returncode == 2
