@@ -4,10 +4,13 @@
   grpc://host:port             Flower's gRPC health server (SuperExec)
   tcp://host:port              a port that accepts connections (the log aggregator)
 
-An http:// URL is tried over TLS first, then in plaintext, so one image probe
-fits a daemon with or without TLS. The probe asks the container's own port on
-loopback, so it does not verify the certificate unless HEALTHCHECK_CA_FILE
-names a CA (SuperNodes and the flwr CLI always verify).
+  any://host:port/health       over TLS, else in plaintext: one image probe for a
+                               SuperLink with or without TLS (a plaintext one logs
+                               the TLS attempt as an invalid request)
+
+The probe asks the container's own port on loopback, so it does not verify the
+certificate unless HEALTHCHECK_CA_FILE names a CA (SuperNodes and the flwr CLI
+always verify).
 
 Run it as `python3 -I -S`: without site-packages, so without the logging hook,
 a probe costs 0.14 s of CPU instead of 0.5 s (it runs every few seconds in
@@ -39,11 +42,11 @@ def main(url: str) -> int:
     context = ssl.create_default_context(cafile=ca_file)
     if not ca_file:
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    if url.startswith("http://"):
+    if url.startswith("any://"):
         try:
-            return get("https://" + url.removeprefix("http://"), context)
+            return get("https://" + url.removeprefix("any://"), context)
         except Exception:  # noqa: BLE001 - a plaintext server, or down: plaintext decides
-            pass
+            url = "http://" + url.removeprefix("any://")
     return get(url, context)
 
 
