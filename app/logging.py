@@ -312,9 +312,20 @@ def _take_over_uvicorn(module: ModuleType) -> None:
             for handler in logging.getLogger(name).handlers:
                 if _formatter is not None:
                     _adopt(handler, _formatter)
+        access = logging.getLogger("uvicorn.access")
+        if _not_own_health_probe not in access.filters:
+            access.addFilter(_not_own_health_probe)
 
     setattr(configure_logging_then_adopt, _OURS, True)
     module.Config.configure_logging = configure_logging_then_adopt
+
+
+def _not_own_health_probe(record: logging.LogRecord) -> bool:
+    """Drop the access line of the container's own health probe (GET /health from
+    loopback, every 5 s: 17,000 lines a day that say nothing)."""
+    args = record.args
+    return not (isinstance(args, tuple) and len(args) == 5 and str(args[0]).startswith("127.0.0.1:")
+                and args[1] == "GET" and args[2] == "/health")
 
 
 def _show_app_output(module: ModuleType) -> None:

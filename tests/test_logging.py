@@ -92,3 +92,17 @@ def test_ids_are_strings_and_events_carry_the_schema_version():
     assert event["node_id"] == "18446744073709551615" and event["run_id"] == "7"
     assert event["partition_id"] == 3  # a small number stays a number
     assert event["server_round"] == 2 and event["schema_version"] == 1
+
+
+def test_the_containers_own_health_probe_is_not_logged():
+    # As in Flower's HTTP servers: uvicorn configures its loggers, the hook takes them over.
+    result = run_python(
+        "import logging, uvicorn.config; uvicorn.config.Config(app=None).configure_logging();"
+        "log = logging.getLogger('uvicorn.access');"
+        "line = '%s - \"%s %s HTTP/%s\" %d';"
+        "log.info(line, '127.0.0.1:5555', 'GET', '/health', '1.1', 200);"
+        "log.info(line, '10.0.0.7:5555', 'GET', '/health', '1.1', 200);"
+        "log.info(line, '127.0.0.1:5555', 'POST', '/v1/fleet/pull-messages', '1.1', 200)")
+    events = json_lines(result.stdout)
+    assert [(e["client"], e["path"]) for e in events] == [
+        ("10.0.0.7:5555", "/health"), ("127.0.0.1:5555", "/v1/fleet/pull-messages")]
