@@ -27,7 +27,7 @@ federation: images  ## a whole federation in Docker, to the end; exits with the 
 	# everything when the one-shot `certs` service finishes. Then the daemons stop.
 	docker compose up --no-build --exit-code-from submit submit; status=$$?; docker compose stop; exit $$status
 
-AGGREGATED := docker compose -f compose.yaml -f docker/compose.aggregator.yaml
+AGGREGATED := docker compose -f docker/compose.aggregator.yaml
 federation-aggregated: images  ## the federation with every container's lines stored by the aggregator (kept running)
 	$(AGGREGATED) up --no-build --exit-code-from submit submit; status=$$?; \
 	$(AGGREGATED) stop superlink serverapp supernode; exit $$status

@@ -33,6 +33,6 @@ step "images (docker compose build)"
 BASE_IMAGE=$base docker compose --progress=quiet build
 BASE_IMAGE=$base docker compose --progress=quiet -f docker/compose.server.yaml build gateway
 BASE_IMAGE=$base docker compose --progress=quiet -f docker/compose.simulation.yaml build superlink
-BASE_IMAGE=$base docker compose --progress=quiet -f compose.yaml -f docker/compose.aggregator.yaml build aggregator
+BASE_IMAGE=$base docker compose --progress=quiet -f docker/compose.aggregator.yaml build aggregator
 docker image ls 'flowerdock/*' --format '{{.Repository}}:{{.Tag}}\t{{.Size}}'
 step "done in $((SECONDS - started)) s"

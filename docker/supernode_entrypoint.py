@@ -8,7 +8,8 @@
   NUM_PARTITIONS  how many partitions the data is split into (= SuperNodes).
   NODE_CERTS_DIR  the folder certs/make-certs.sh made for this node: ca.crt (to
                   verify the SuperLink) and supernode.key (to authenticate).
-                  Default: /certs/supernode-<N> (compose.yaml's certs volume).
+                  Default: /certs/supernode-<N> (compose.yaml's certs volume) for
+                  replica N, else /certs (docker/compose.client.yaml mounts it there).
 
 Before starting Flower, it checks what a person would otherwise find out from a
 stream of retries: the files exist, the SuperLink's certificate is signed by the
@@ -69,7 +70,7 @@ def partition(partitions: int) -> tuple[int, int | None]:
 
 
 def node_files(replica: int | None) -> tuple[Path, Path]:
-    default = f"/certs/supernode-{replica}" if replica else "/certs/node"
+    default = f"/certs/supernode-{replica}" if replica else "/certs"
     folder = Path(os.getenv("NODE_CERTS_DIR") or default)
     ca, key = folder / "ca.crt", folder / "supernode.key"
     for path, what in ((ca, "the federation's CA certificate"), (key, "this SuperNode's private key")):

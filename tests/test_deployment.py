@@ -67,7 +67,7 @@ address = "localhost:{self.control_port}"
 
     def client(self, name: str, node: str, partition: int, certs: Path | None = None,
                superlink: str | None = None) -> Project:
-        project = Project(name, ["docker/compose.client.yaml", "tests/compose.host-gateway.yaml"], {
+        project = Project(name, ["tests/compose.host-gateway.yaml"], {  # compose.client.yaml on this host
             "SUPERLINK": superlink or f"{PUBLIC_NAME}:{self.fleet_port}",
             "NODE_CERTS_DIR": str((certs or self.certs) / node),
             "PARTITION_ID": str(partition), "NUM_PARTITIONS": "2", "RESTART": "no"})
@@ -187,7 +187,7 @@ def test_flwr_run_without_the_ca_certificate_is_refused(deployment, unaffected):
 def test_the_public_port_serves_neither_control_nor_runtime_api(deployment, unaffected):
     reply = json.loads(probe(deployment, f"""
 import http.client, json, socket, ssl
-context = ssl.create_default_context(cafile="/certs/node/ca.crt")
+context = ssl.create_default_context(cafile="/certs/ca.crt")
 status = {{}}
 for path in ("/v1/control/list-runs", "/v1/control/start-run", "/v1/runtime/acquire-task", "/docs"):
     c = http.client.HTTPSConnection("{PUBLIC_NAME}", {deployment.fleet_port}, context=context, timeout=10)

@@ -20,10 +20,10 @@ NODES, ROUNDS = 3, 2
 
 
 class Federation(Project):
-    """compose.yaml (and more files) under a project name of its own."""
+    """compose.yaml (or a file that extends it) under a project name of its own."""
 
-    def __init__(self, *more_files: str, **knobs: str) -> None:
-        super().__init__(f"flowerdock-test-{uuid.uuid4().hex[:8]}", ["compose.yaml", *more_files],
+    def __init__(self, file: str = "compose.yaml", **knobs: str) -> None:
+        super().__init__(f"flowerdock-test-{uuid.uuid4().hex[:8]}", [file],
                          {"NUM_SUPERNODES": str(NODES), "NUM_ROUNDS": str(ROUNDS), **knobs})
 
     def up(self) -> int:
@@ -35,8 +35,8 @@ class Federation(Project):
 def federation(images):
     started = []
 
-    def start(*more_files: str, **knobs: str) -> Federation:
-        started.append(Federation(*more_files, **knobs))
+    def start(file: str = "compose.yaml", **knobs: str) -> Federation:
+        started.append(Federation(file, **knobs))
         return started[-1]
 
     yield start
@@ -95,6 +95,18 @@ def test_make_certs_runs_in_the_superlink_image_where_no_python_has_cryptography
                 env={"CERTS_USE_DOCKER": "1", "CERTS_OUT": str(tmp_path)}, timeout=120)
     assert f"{tmp_path}/supernode-1/" in result.stdout  # the host's path, not the container's
     assert (tmp_path / "server/superlink.crt").is_file() and (tmp_path / "supernode-1/supernode.key").is_file()
+
+
+def test_a_client_supernode_without_its_settings_stops_with_a_clear_error(images, tmp_path):
+    client = Project(f"flowerdock-client-{uuid.uuid4().hex[:8]}", ["docker/compose.client.yaml"], {
+        "NODE_CERTS_DIR": str(tmp_path), "PARTITION_ID": "0", "NUM_PARTITIONS": "2", "SUPERLINK": ""})
+    try:
+        result = client.compose("run", "--rm", "supernode", check=False, timeout=120)
+    finally:
+        client.down()
+    assert result.returncode == 2
+    [event] = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert event["event"] == "supernode_config_invalid" and "SUPERLINK is unset" in event["error"]
 
 
 def test_a_gateway_without_certificates_stops_with_a_clear_error(images):
