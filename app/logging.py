@@ -36,7 +36,7 @@ __all__ = ["LOG_SCHEMA_VERSION", "configure_logging", "get_logger", "install_sta
 # Version of the app's events and their fields (docs/log-schema.md). Every event
 # the app itself logs carries it as `schema_version`; raise it when a field
 # changes meaning or goes away (adding a field does not need a new version).
-LOG_SCHEMA_VERSION = 1
+LOG_SCHEMA_VERSION = 2
 
 _OURS = "_flowerdock_handler"  # marks handlers this module owns or took over
 _FIRST_KEYS = ("timestamp", "level", "event", "logger")
@@ -313,19 +313,20 @@ def _take_over_uvicorn(module: ModuleType) -> None:
                 if _formatter is not None:
                     _adopt(handler, _formatter)
         access = logging.getLogger("uvicorn.access")
-        if _not_own_health_probe not in access.filters:
-            access.addFilter(_not_own_health_probe)
+        if _not_a_passed_health_probe not in access.filters:
+            access.addFilter(_not_a_passed_health_probe)
 
     setattr(configure_logging_then_adopt, _OURS, True)
     module.Config.configure_logging = configure_logging_then_adopt
 
 
-def _not_own_health_probe(record: logging.LogRecord) -> bool:
-    """Drop the access line of the container's own health probe (GET /health from
-    loopback, every 5 s: 17,000 lines a day that say nothing)."""
+def _not_a_passed_health_probe(record: logging.LogRecord) -> bool:
+    """Drop the access line of a health probe that succeeded (GET /health answered
+    200, every 5 s from the container's own probe and from each SuperNode's:
+    thousands of lines a day that say nothing). A failed probe is still logged."""
     args = record.args
-    return not (isinstance(args, tuple) and len(args) == 5 and str(args[0]).startswith("127.0.0.1:")
-                and args[1] == "GET" and args[2] == "/health")
+    return not (isinstance(args, tuple) and len(args) == 5 and args[1] == "GET" and args[2] == "/health"
+                and args[4] == 200)
 
 
 def _show_app_output(module: ModuleType) -> None:

@@ -1,78 +1,92 @@
-"""The server side of the metadata path.
+"""The strategy layer: every reply screened and logged, then aggregated by Flower.
 
-Before aggregating, the strategy screens every reply: it decodes the reply's CBOR
-metadata and checks that the records Flower will aggregate have the shape of the
-global model. Each reply yields exactly one `client_round` log line with status
+`ScreenedStrategy` wraps any Flower strategy (FedAvg, FedAdagrad, and the robust
+FedMedian, FedTrimmedAvg, Krum, MultiKrum, Bulyan). Per round and phase:
 
-  ok        metadata decoded, records fit: the update is aggregated;
-  rejected  the reply arrived but its metadata or records are invalid: it is left
-            out of aggregation (it is not the code we expect, by bug or by intent);
-  failed    the ClientApp returned an error instead of a result.
-
-Then one `round_summary` line per round and phase, and aggregation proceeds with
-the accepted replies only, as the base strategy (FedAvg or FedAdagrad) does it.
+  configure  wait, bounded, for a quorum of connected nodes (app/quorum.py), then
+             let the base strategy sample among them;
+  screen     judge every reply (app/screening.py); with an outlier rule, reject
+             updates far from the round's median distance;
+  log        one `client_round` line per node asked (app/round_log.py);
+  aggregate  the accepted replies only. Fewer than `min_replies` accepted train
+             replies, an aggregator that declines, or an exception in screening or
+             aggregation: `round_skipped`, and the previous global model stays.
+             A non-finite aggregate raises `RunFailed`: a run never completes
+             with a broken model.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAdagrad, FedAvg
+from flwr.serverapp.strategy import Bulyan, FedAdagrad, FedAvg, FedMedian, FedTrimmedAvg, Krum, MultiKrum
 
-from app.logging import get_logger
-from app.metadata import EvaluateProcessMetadata, MetadataError, TrainProcessMetadata, from_content
-
-log = get_logger("app.strategy")
-
-TRAIN, EVALUATE = "train", "evaluate"
-_KIND = {TRAIN: TrainProcessMetadata, EVALUATE: EvaluateProcessMetadata}
+from app.quorum import RunFailed, wait_for_nodes
+from app.round_log import EVALUATE, TRAIN, Outcome, log_client_round, log_round_skipped, log_round_summary
+from app.screening import Rejected, bounded, decode_global, screen_evaluate, screen_train
 
 
-@dataclass
-class Outcome:
-    """What one reply amounted to."""
+class ScreenedStrategy:
+    """Mixin for a Flower strategy: bounded waits, screening, one line per reply."""
 
-    node_id: int
-    status: str  # ok | rejected | failed
-    error: str | None = None
-    meta: TrainProcessMetadata | EvaluateProcessMetadata | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-
-class MetadataLogging:
-    """Mixin for a Flower strategy: screen and log every reply, then aggregate."""
-
-    def __init__(self, *, run_id: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        run_id: int,
+        expected_metrics: dict[str, tuple[str, ...]],
+        expected_nodes: int = 0,
+        node_wait_timeout: float = 120.0,
+        min_replies: int = 1,
+        max_examples: int = 1_000_000,
+        outlier_factor: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.run_id = run_id
-        self._global_arrays: ArrayRecord | None = None
-        self._sampled: dict[str, int] = {}
+        self.expected_metrics = expected_metrics
+        self.expected_nodes = expected_nodes  # the first round waits for these; later ones for a quorum
+        self.node_wait_timeout = node_wait_timeout
+        self.min_replies = min_replies
+        self.max_examples = max_examples
+        self.outlier_factor = outlier_factor
+        self.rounds_aggregated = 0
+        self._global: dict[str, np.ndarray] = {}
         self._started: dict[str, float] = {}
+        self._sampled: dict[str, int] = {}
 
-    # --- configure: remember what was asked, to judge the replies --------------------
+    # --- configure: wait for a quorum, then sample among the connected nodes --------
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        self._global_arrays = arrays
-        return self._remember(TRAIN, super().configure_train(server_round, arrays, config, grid))
+        self._global = decode_global(arrays)
+        connected = self._connected_nodes(grid, first=server_round == 1)
+        return self._remember(TRAIN, super().configure_train(server_round, arrays, config, connected))
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        return self._remember(EVALUATE, super().configure_evaluate(server_round, arrays, config, grid))
+        connected = self._connected_nodes(grid, first=False)
+        return self._remember(EVALUATE, super().configure_evaluate(server_round, arrays, config, connected))
+
+    def _connected_nodes(self, grid: Grid, first: bool) -> _Connected:
+        quorum = self.min_available_nodes
+        wanted = max(self.expected_nodes, quorum) if first else quorum
+        nodes = wait_for_nodes(grid, wanted=wanted, quorum=quorum, run_id=self.run_id,
+                               timeout=self.node_wait_timeout)
+        # The base strategy samples from this snapshot, so Flower's unbounded wait in
+        # `sample_nodes` always finds its minimum there.
+        return _Connected(grid, nodes)
 
     def _remember(self, phase: str, messages: Iterable[Message]) -> list[Message]:
         messages = list(messages)
-        self._sampled[phase] = len(messages)
-        self._started[phase] = time.monotonic()
+        self._sampled[phase], self._started[phase] = len(messages), time.monotonic()
         return messages
 
     # --- aggregate: screen, log, then aggregate the accepted replies -------------------
@@ -80,137 +94,169 @@ class MetadataLogging:
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        accepted, outcomes = self._screen(server_round, TRAIN, replies)
-        arrays, metrics = super().aggregate_train(server_round, accepted) if accepted else (None, None)
+        arrays = metrics = None
+        outcomes: list[Outcome] = []
+        try:
+            outcomes = self._screen(server_round, TRAIN, replies)
+            accepted = [o.reply for o in outcomes if o.status == "ok"]
+            if len(accepted) < self.min_replies:
+                log_round_skipped(self.run_id, server_round, TRAIN, "too_few_accepted",
+                                  f"{len(accepted)} accepted replies, min-replies is {self.min_replies}")
+            else:
+                arrays, metrics = super().aggregate_train(server_round, accepted)
+                if arrays is None:
+                    log_round_skipped(self.run_id, server_round, TRAIN, "aggregator_declined",
+                                      f"{type(self).__name__} returned no model from {len(accepted)} replies")
+                else:
+                    _check_finite(arrays, server_round)
+                    self.rounds_aggregated += 1
+        except RunFailed:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad round must never end the run
+            arrays = metrics = None
+            log_round_skipped(self.run_id, server_round, TRAIN, "round_failed",
+                              f"{type(exc).__name__}: {bounded(str(exc), 500)}")
         self._summarize(server_round, TRAIN, outcomes, metrics)
         return arrays, metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        accepted, outcomes = self._screen(server_round, EVALUATE, replies)
-        metrics = super().aggregate_evaluate(server_round, accepted) if accepted else None
+        metrics = None
+        outcomes: list[Outcome] = []
+        try:
+            outcomes = self._screen(server_round, EVALUATE, replies)
+            accepted = [o.reply for o in outcomes if o.status == "ok"]
+            metrics = super().aggregate_evaluate(server_round, accepted) if accepted else None
+        except Exception as exc:  # noqa: BLE001 - one bad round must never end the run
+            metrics = None
+            log_round_skipped(self.run_id, server_round, EVALUATE, "round_failed",
+                              f"{type(exc).__name__}: {bounded(str(exc), 500)}")
         self._summarize(server_round, EVALUATE, outcomes, metrics)
         return metrics
 
-    def _screen(self, server_round: int, phase: str, replies: Iterable[Message]) -> tuple[list[Message], list[Outcome]]:
-        replies = list(replies)
+    def _screen(self, server_round: int, phase: str, replies: Iterable[Message]) -> list[Outcome]:
         outcomes = [self._judge(reply, phase) for reply in replies]
-        _reject_odd_metric_keys(outcomes)
+        if phase == TRAIN and self.outlier_factor > 0:
+            _reject_outliers(outcomes, self.outlier_factor)
         for outcome in outcomes:
-            self._log_client_round(server_round, phase, outcome)
-        accepted = [reply for reply, outcome in zip(replies, outcomes) if outcome.status == "ok"]
-        return accepted, outcomes
+            log_client_round(self.run_id, server_round, phase, outcome)
+        return outcomes
 
     def _judge(self, reply: Message, phase: str) -> Outcome:
-        node_id = reply.metadata.src_node_id
         if reply.has_error():
-            return Outcome(node_id, "failed", error=f"code {reply.error.code}: {reply.error.reason}")
+            return Outcome.from_error(reply)
+        limits = {"expected_metrics": self.expected_metrics[phase], "weight_key": self.weighted_by_key,
+                  "max_examples": self.max_examples}
         try:
-            metrics = self._check_records(reply, phase)
-            meta = from_content(reply.content, _KIND[phase])
-        except MetadataError as exc:
-            return Outcome(node_id, "rejected", error=str(exc))
-        return Outcome(node_id, "ok", meta=meta, metrics=metrics)
+            if phase == TRAIN:
+                screened = screen_train(reply.content, self._global, **limits)
+            else:
+                screened = screen_evaluate(reply.content, **limits)
+        except Rejected as exc:
+            return Outcome(reply, "rejected", reason=exc.reason, error=exc.detail)
+        return Outcome(reply, "ok", screened=screened)
 
-    def _check_records(self, reply: Message, phase: str) -> dict[str, Any]:
-        """The checks that would otherwise make Flower abort the whole round."""
-        content = reply.content
-        if len(content.metric_records) != 1:
-            raise MetadataError(f"expected one MetricRecord, got {len(content.metric_records)}")
-        metrics = dict(next(iter(content.metric_records.values())))
-        examples = metrics.get(self.weighted_by_key)
-        if type(examples) not in (int, float) or not examples > 0:
-            raise MetadataError(f"MetricRecord needs a positive '{self.weighted_by_key}', got {examples!r}")
-        if phase == TRAIN:
-            _check_arrays_fit(content.array_records, self._global_arrays)
-        return metrics
-
-    # --- log lines ------------------------------------------------------------------
-
-    def _log_client_round(self, server_round: int, phase: str, outcome: Outcome) -> None:
-        fields: dict[str, Any] = {
-            "run_id": self.run_id,
-            "server_round": server_round,
-            "phase": phase,
-            "node_id": outcome.node_id,
-            "status": outcome.status,
-        }
-        if outcome.status == "ok":
-            fields.update(asdict(outcome.meta), metrics=outcome.metrics)
-            log.info("client_round", **fields)
-        else:
-            log.warning("client_round", **fields, error=outcome.error)
-
-    def _summarize(
-        self, server_round: int, phase: str, outcomes: list[Outcome], metrics: MetricRecord | None
-    ) -> None:
-        counts = Counter(o.status for o in outcomes)
-        sampled = self._sampled.get(phase, len(outcomes))
-        timing = "training_time" if phase == TRAIN else "evaluation_time"
-        times = [getattr(o.meta, timing) for o in outcomes if o.status == "ok"]
-        fields: dict[str, Any] = {
-            "run_id": self.run_id,
-            "server_round": server_round,
-            "phase": phase,
-            "sampled": sampled,
-            "replies": len(outcomes),
-            "missing": max(sampled - len(outcomes), 0),
-            "ok": counts["ok"],
-            "rejected": counts["rejected"],
-            "failed": counts["failed"],
-            f"{timing}_min": min(times) if times else None,
-            f"{timing}_mean": statistics.fmean(times) if times else None,
-            f"{timing}_max": max(times) if times else None,
-            "duration_s": round(time.monotonic() - self._started.get(phase, time.monotonic()), 3),
-            "metrics": dict(metrics) if metrics is not None else None,
-        }
-        if phase == TRAIN:
-            fields["converged"] = sum(1 for o in outcomes if o.status == "ok" and o.meta.converged)
-        log.info("round_summary", **fields)
+    def _summarize(self, server_round: int, phase: str, outcomes: list[Outcome], metrics: MetricRecord | None) -> None:
+        started = self._started.get(phase, time.monotonic())
+        log_round_summary(self.run_id, server_round, phase, outcomes, metrics,
+                          sampled=self._sampled.get(phase, len(outcomes)),
+                          duration_s=time.monotonic() - started)
 
 
-def _check_arrays_fit(array_records: Any, global_arrays: ArrayRecord | None) -> None:
-    if len(array_records) != 1:
-        raise MetadataError(f"expected one ArrayRecord, got {len(array_records)}")
-    if global_arrays is None:
+class _Connected:
+    """A Grid seen through one snapshot of its connected nodes."""
+
+    def __init__(self, grid: Grid, node_ids: list[int]) -> None:
+        self._grid, self._node_ids = grid, node_ids
+
+    def get_node_ids(self) -> list[int]:
+        return self._node_ids
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+
+def _reject_outliers(outcomes: list[Outcome], factor: float) -> None:
+    """Reject updates farther from the global model than `factor` x the round's median.
+
+    Needs three accepted updates: with two, the median is their mean and cannot
+    tell which one is off.
+    """
+    accepted = [o for o in outcomes if o.status == "ok"]
+    if len(accepted) < 3:
         return
-    arrays = next(iter(array_records.values()))
-    if set(arrays.keys()) != set(global_arrays.keys()):
-        raise MetadataError("ArrayRecord keys differ from the global model's")
-    for key, expected in global_arrays.items():
-        got = arrays[key]
-        if tuple(got.shape) != tuple(expected.shape) or got.dtype != expected.dtype:
-            raise MetadataError(f"array '{key}' is {got.dtype}{list(got.shape)}, expected {expected.dtype}{list(expected.shape)}")
+    median = statistics.median(o.screened.update_distance for o in accepted)
+    for outcome in accepted:
+        if outcome.screened.update_distance > factor * median:
+            outcome.reject("outlier_update", f"update distance {outcome.screened.update_distance:.4g} is over "
+                                             f"{factor:g} x the round's median {median:.4g}")
 
 
-def _reject_odd_metric_keys(outcomes: list[Outcome]) -> None:
-    """Flower aggregates metrics only if every reply has the same keys: keep the
-    most common key set and reject the replies that differ from it."""
-    key_sets = Counter(frozenset(o.metrics) for o in outcomes if o.status == "ok")
-    if len(key_sets) <= 1:
-        return
-    usual = key_sets.most_common(1)[0][0]
-    for outcome in outcomes:
-        if outcome.status == "ok" and frozenset(outcome.metrics) != usual:
-            outcome.status, outcome.error = "rejected", f"metric keys {sorted(outcome.metrics)} differ from the others' {sorted(usual)}"
+def _check_finite(arrays: ArrayRecord, server_round: int) -> None:
+    for name, array in arrays.items():
+        if not np.isfinite(array.numpy()).all():
+            raise RunFailed(f"round {server_round}: the aggregated model's array {name!r} holds NaN or "
+                            "infinite values; the run stops rather than go on with a broken model")
 
 
-class LoggingFedAvg(MetadataLogging, FedAvg):
-    """FedAvg that screens and logs every reply."""
+class ScreenedFedAvg(ScreenedStrategy, FedAvg):
+    """FedAvg: the example-weighted mean (no protection against a lying client)."""
 
 
-class LoggingFedAdagrad(MetadataLogging, FedAdagrad):
-    """FedAdagrad that screens and logs every reply."""
+class ScreenedFedAdagrad(ScreenedStrategy, FedAdagrad):
+    """FedAdagrad: adaptive server learning rate (no protection against a lying client)."""
 
 
-STRATEGIES = {"fedavg": LoggingFedAvg, "fedadagrad": LoggingFedAdagrad}
+class ScreenedFedMedian(ScreenedStrategy, FedMedian):
+    """Coordinate-wise median: tolerates a minority of arbitrary updates."""
 
 
-def build_strategy(name: str, *, run_id: int, server_learning_rate: float, **kwargs: Any) -> MetadataLogging:
-    """The strategy named in the run config (`strategy = "fedavg" | "fedadagrad"`)."""
+class ScreenedFedTrimmedAvg(ScreenedStrategy, FedTrimmedAvg):
+    """Coordinate-wise mean without the `trimmed-beta` share of extremes on each side."""
+
+
+class ScreenedKrum(ScreenedStrategy, Krum):
+    """The one update closest to its neighbours; needs more than 2f + 2 updates."""
+
+
+class ScreenedMultiKrum(ScreenedStrategy, MultiKrum):
+    """The mean of the `krum-select` updates that Krum ranks best."""
+
+
+class ScreenedBulyan(ScreenedStrategy, Bulyan):
+    """Krum selection, then a trimmed mean; needs at least 4f + 3 updates."""
+
+
+STRATEGIES: dict[str, type[ScreenedStrategy]] = {
+    "fedavg": ScreenedFedAvg,
+    "fedadagrad": ScreenedFedAdagrad,
+    "fedmedian": ScreenedFedMedian,
+    "fedtrimmedavg": ScreenedFedTrimmedAvg,
+    "krum": ScreenedKrum,
+    "multikrum": ScreenedMultiKrum,
+    "bulyan": ScreenedBulyan,
+}
+
+
+def build_strategy(
+    name: str,
+    *,
+    server_learning_rate: float = 0.1,
+    trimmed_beta: float = 0.2,
+    num_malicious: int = 1,
+    krum_select: int = 2,
+    **kwargs: Any,
+) -> ScreenedStrategy:
+    """The strategy named in the run config, with only the options it takes."""
     try:
         cls = STRATEGIES[name.lower()]
     except KeyError:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {name!r}") from None
-    if cls is LoggingFedAdagrad:
+    if issubclass(cls, FedAdagrad):
         kwargs["eta"] = server_learning_rate
-    return cls(run_id=run_id, **kwargs)
+    if issubclass(cls, FedTrimmedAvg):
+        kwargs["beta"] = trimmed_beta
+    if issubclass(cls, (MultiKrum, Bulyan)):  # Krum is a MultiKrum that selects one
+        kwargs["num_malicious_nodes"] = num_malicious
+    if cls is ScreenedMultiKrum:
+        kwargs["num_nodes_to_select"] = krum_select
+    return cls(**kwargs)

@@ -20,6 +20,10 @@ from torch.utils.data import DataLoader, TensorDataset
 from app.metadata import EvaluateProcessMetadata, TrainProcessMetadata
 
 NUM_CLASSES = 10
+# The metrics a ClientApp reports besides "num-examples"; the server rejects a reply
+# with any other keys (app/screening.py).
+TRAIN_METRICS = ("train_loss",)
+EVALUATE_METRICS = ("eval_loss", "eval_acc")
 TEST_FRACTION = 0.2  # of the whole data set, held out for the server
 VALIDATION_EVERY = 5  # every 5th sample of a partition is its local validation set
 

@@ -10,6 +10,9 @@ completed.
   RUN_CONFIG       run-config overrides, e.g. "num-server-rounds=3 min-nodes=3"
   FEDERATION_CONFIG  federation-config overrides for a simulation SuperLink,
                    e.g. "num-supernodes=1000 client-resources-num-cpus=1"
+  RUN_DEADLINE     seconds the run may take (default 3600; 0: no deadline). Past
+                   it the run is stopped (`flwr stop`) and this exits 1: nothing
+                   waits forever, whatever the ServerApp does.
 """
 
 import json
@@ -53,7 +56,14 @@ def main() -> int:
     log.info("run_submitted", run_id=run_id, connection=connection, run_config=run_config,
              **({"federation_config": federation_config} if federation_config else {}))
 
-    subprocess.run(["flwr", "log", run_id, connection, "--stream"], check=False)
+    deadline = float(os.getenv("RUN_DEADLINE") or 3600) or None
+    try:
+        subprocess.run(["flwr", "log", run_id, connection, "--stream"], check=False, timeout=deadline)
+    except subprocess.TimeoutExpired:
+        stopped = flwr_json("stop", run_id, connection).get("success")
+        log.error("run_deadline_exceeded", run_id=run_id, deadline_s=deadline, stopped=bool(stopped),
+                  hint="raise RUN_DEADLINE if the run needs longer; its logs say where it was")
+        return 1
 
     runs = flwr_json("ls", connection, "--run-id", run_id).get("runs", [])
     status = runs[0].get("status") if runs else "unknown"

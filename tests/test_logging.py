@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from tests.conftest import json_lines, run_python
+from app.logging import LOG_SCHEMA_VERSION
 
 FLOWER_AND_STRAY_OUTPUT = """
 import sys, warnings
@@ -91,10 +92,10 @@ def test_ids_are_strings_and_events_carry_the_schema_version():
     [event] = json_lines(result.stdout)
     assert event["node_id"] == "18446744073709551615" and event["run_id"] == "7"
     assert event["partition_id"] == 3  # a small number stays a number
-    assert event["server_round"] == 2 and event["schema_version"] == 1
+    assert event["server_round"] == 2 and event["schema_version"] == LOG_SCHEMA_VERSION == 2
 
 
-def test_the_containers_own_health_probe_is_not_logged():
+def test_passed_health_probes_are_not_logged():
     # As in Flower's HTTP servers: uvicorn configures its loggers, the hook takes them over.
     result = run_python(
         "import logging, uvicorn.config; uvicorn.config.Config(app=None).configure_logging();"
@@ -102,7 +103,8 @@ def test_the_containers_own_health_probe_is_not_logged():
         "line = '%s - \"%s %s HTTP/%s\" %d';"
         "log.info(line, '127.0.0.1:5555', 'GET', '/health', '1.1', 200);"
         "log.info(line, '10.0.0.7:5555', 'GET', '/health', '1.1', 200);"
+        "log.info(line, '10.0.0.7:5555', 'GET', '/health', '1.1', 503);"
         "log.info(line, '127.0.0.1:5555', 'POST', '/v1/fleet/pull-messages', '1.1', 200)")
     events = json_lines(result.stdout)
-    assert [(e["client"], e["path"]) for e in events] == [
-        ("10.0.0.7:5555", "/health"), ("127.0.0.1:5555", "/v1/fleet/pull-messages")]
+    assert [(e["client"], e["path"], e["status"]) for e in events] == [
+        ("10.0.0.7:5555", "/health", 503), ("127.0.0.1:5555", "/v1/fleet/pull-messages", 200)]

@@ -1,4 +1,4 @@
-"""The strategy: good, invalid, missing metadata and error replies, one line each."""
+"""The strategy: screened replies, one line each; rounds that skip, runs that fail, robust aggregators."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from app.logging import configure_logging
 from app.metadata import EvaluateProcessMetadata, TrainProcessMetadata, to_config_record
-from app.strategy import LoggingFedAdagrad, LoggingFedAvg, build_strategy
+from app.quorum import RunFailed
+from app.strategy import STRATEGIES, ScreenedFedAdagrad, ScreenedStrategy, build_strategy
 from tests.conftest import json_lines
 
 RUN_ID = 4242
+EXPECTED = {"train": ("train_loss",), "evaluate": ("eval_loss", "eval_acc")}
 GLOBAL = ArrayRecord([np.zeros((2, 2), dtype=np.float32), np.zeros(3, dtype=np.float32)])
 
 
@@ -53,8 +55,14 @@ def train_reply(node_id, value, examples=10, meta=TrainProcessMetadata(1.0, True
     return Message(content=RecordDict(content), reply_to=instruction(node_id))
 
 
-def error_reply(node_id, phase="train"):
-    return Message(Error(code=1, reason="ClientApp raised: out of memory"), reply_to=instruction(node_id, phase))
+def error_reply(node_id, phase="train", code=2, reason="ClientApp raised: out of memory"):
+    return Message(Error(code=code, reason=reason), reply_to=instruction(node_id, phase))
+
+
+def make(name="fedavg", **options) -> ScreenedStrategy:
+    defaults = {"run_id": RUN_ID, "expected_metrics": EXPECTED, "min_available_nodes": 1, "min_train_nodes": 1,
+                "min_evaluate_nodes": 1, "min_replies": 1, "node_wait_timeout": 0}
+    return build_strategy(name, **{**defaults, **options})
 
 
 def client_rounds(out):
@@ -72,8 +80,12 @@ def started(strategy, phase="train", nodes=(1, 2, 3, 4, 5, 6)):
     return strategy
 
 
+def lines_by_node(out):
+    return {int(e["node_id"]): e for e in client_rounds(out)}  # IDs are logged as strings
+
+
 def test_good_bad_missing_and_error_replies(capsys):
-    strategy = started(LoggingFedAvg(run_id=RUN_ID, min_available_nodes=1, min_train_nodes=1))
+    strategy = started(make())
     replies = [
         train_reply(1, value=1.0, examples=10),
         train_reply(2, value=4.0, examples=30),
@@ -89,20 +101,21 @@ def test_good_bad_missing_and_error_replies(capsys):
     assert metrics["train_loss"] == pytest.approx(3.25)
 
     out = capsys.readouterr().out
-    lines = {int(e["node_id"]): e for e in client_rounds(out)}  # IDs are logged as strings
+    lines = lines_by_node(out)
     assert len(client_rounds(out)) == 6 and set(lines) == {1, 2, 3, 4, 5, 6}
-    assert {n: e["status"] for n, e in lines.items()} == {
-        1: "ok", 2: "ok", 3: "rejected", 4: "rejected", 5: "failed", 6: "rejected"}
+    assert {n: (e["status"], e.get("reason")) for n, e in lines.items()} == {
+        1: ("ok", None), 2: ("ok", None), 3: ("rejected", "bad_metadata"), 4: ("rejected", "bad_metadata"),
+        5: ("failed", "clientapp_raised"), 6: ("rejected", "array_names")}
     ok = lines[1]
     assert ok["run_id"] == str(RUN_ID) and ok["node_id"] == "1" and ok["server_round"] == 1 and ok["phase"] == "train"
     assert ok["training_time"] == 1.0 and ok["converged"] is True and ok["training_losses"] == {"epoch_1": 0.5}
     assert ok["metrics"]["num-examples"] == 10 and "error" not in ok
+    assert ok["update_norm"] == pytest.approx(np.sqrt(7)) and ok["update_distance"] == pytest.approx(np.sqrt(7))
     assert "tag 258" in lines[3]["error"]
     assert "no 'train_metadata' ConfigRecord" in lines[4]["error"]
     assert "out of memory" in lines[5]["error"]
-    assert "differ from the global model" in lines[6]["error"]
     for e in lines.values():
-        assert e["timestamp"].endswith("Z") and e["level"] in ("info", "warning")
+        assert e["timestamp"].endswith("Z") and e["level"] in ("info", "warning") and e["schema_version"] == 2
 
     s = summary(out, "train")
     assert (s["sampled"], s["replies"], s["ok"], s["rejected"], s["failed"], s["missing"]) == (6, 6, 2, 3, 1, 0)
@@ -110,8 +123,20 @@ def test_good_bad_missing_and_error_replies(capsys):
     assert s["metrics"]["train_loss"] == pytest.approx(3.25)
 
 
+def test_hostile_arrays_never_reach_the_aggregate(capsys):
+    strategy = started(make(), nodes=(1, 2, 3, 4))
+    nan = ArrayRecord([np.full((2, 2), np.nan, np.float32), np.zeros(3, np.float32)])
+    arrays, _ = strategy.aggregate_train(1, [
+        train_reply(1, 1.0), train_reply(2, 3.0), train_reply(3, 0.0, arrays=nan),
+        train_reply(4, 1.0, examples=10**30),  # would replace the global model under FedAvg
+    ])
+    np.testing.assert_allclose(arrays.to_numpy_ndarrays()[0], np.full((2, 2), 2.0))
+    lines = lines_by_node(capsys.readouterr().out)
+    assert (lines[3]["reason"], lines[4]["reason"]) == ("array_nonfinite", "bad_example_count")
+
+
 def test_evaluate_replies(capsys):
-    strategy = started(LoggingFedAvg(run_id=RUN_ID, min_available_nodes=1, min_evaluate_nodes=1), "evaluate", (1, 2, 3))
+    strategy = started(make(), "evaluate", (1, 2, 3))
 
     def reply(node_id, acc, meta):
         content = {"metrics": MetricRecord({"eval_loss": 1 - acc, "eval_acc": acc, "num-examples": 10})}
@@ -134,42 +159,88 @@ def test_evaluate_replies(capsys):
     assert s["evaluation_time_mean"] == pytest.approx(0.5) and "converged" not in s
 
 
-def test_round_goes_on_when_every_reply_is_bad(capsys):
-    strategy = started(LoggingFedAvg(run_id=RUN_ID, min_available_nodes=1, min_train_nodes=1), nodes=(1, 2))
-    assert strategy.aggregate_train(3, [train_reply(1, 1.0, meta=b"junk"), error_reply(2)]) == (None, None)
-    s = summary(capsys.readouterr().out, "train")
-    assert (s["ok"], s["rejected"], s["failed"], s["training_time_mean"], s["metrics"]) == (0, 1, 1, None, None)
+def test_a_round_without_enough_accepted_replies_is_skipped(capsys):
+    strategy = started(make(min_replies=2), nodes=(1, 2))
+    assert strategy.aggregate_train(3, [train_reply(1, 1.0), error_reply(2)]) == (None, None)
+    out = capsys.readouterr().out
+    [skipped] = [e for e in json_lines(out) if e["event"] == "round_skipped"]
+    assert skipped["reason"] == "too_few_accepted" and skipped["server_round"] == 3 and skipped["level"] == "warning"
+    s = summary(out, "train")
+    assert (s["ok"], s["failed"], s["metrics"]) == (1, 1, None)
+    assert strategy.rounds_aggregated == 0
 
 
-def test_missing_replies_are_counted(capsys):
-    strategy = started(LoggingFedAvg(run_id=RUN_ID, min_available_nodes=1, min_train_nodes=1), nodes=(1, 2, 3))
-    strategy.aggregate_train(1, [train_reply(1, 1.0)])
-    s = summary(capsys.readouterr().out, "train")
-    assert (s["sampled"], s["replies"], s["missing"]) == (3, 1, 2)
-
-
-def test_odd_metric_keys_are_rejected_not_fatal(capsys):
-    strategy = started(LoggingFedAvg(run_id=RUN_ID, min_available_nodes=1, min_train_nodes=1), nodes=(1, 2, 3))
-    arrays, _ = strategy.aggregate_train(1, [
-        train_reply(1, 1.0), train_reply(2, 3.0),
-        train_reply(3, 9.0, metrics={"train_loss": 9.0, "num-examples": 10, "extra": 1.0}),
+def test_missing_replies_are_logged_with_the_node_asked(capsys):
+    strategy = started(make(), nodes=(1, 2, 3))
+    strategy.aggregate_train(1, [
+        train_reply(1, 1.0),
+        error_reply(2, code=4, reason="no reply within the round's wait"),  # app/quorum.py's NO_REPLY
+        error_reply(3, code=5, reason="Node unavailable"),                   # the SuperLink's, re-addressed
     ])
-    np.testing.assert_allclose(arrays.to_numpy_ndarrays()[1], np.full(3, 2.0))
-    statuses = {int(e["node_id"]): e["status"] for e in client_rounds(capsys.readouterr().out)}
-    assert statuses == {1: "ok", 2: "ok", 3: "rejected"}
+    out = capsys.readouterr().out
+    lines = lines_by_node(out)
+    assert (lines[2]["status"], lines[2]["reason"]) == ("missing", "no_reply")
+    assert (lines[3]["status"], lines[3]["reason"]) == ("missing", "node_unavailable")
+    s = summary(out, "train")
+    assert (s["sampled"], s["replies"], s["missing"], s["ok"]) == (3, 1, 2, 1)
 
 
-def test_zero_examples_is_rejected(capsys):
-    strategy = started(LoggingFedAvg(run_id=RUN_ID, min_available_nodes=1, min_train_nodes=1), nodes=(1,))
-    assert strategy.aggregate_train(1, [train_reply(1, 1.0, examples=0)]) == (None, None)
-    [line] = client_rounds(capsys.readouterr().out)
-    assert line["status"] == "rejected" and "positive 'num-examples'" in line["error"]
+def test_an_exception_in_aggregation_skips_the_round_not_the_run(capsys, monkeypatch):
+    strategy = started(make(), nodes=(1, 2))
+
+    def explode(*args, **kwargs):
+        raise ZeroDivisionError("a bug in aggregation")
+
+    monkeypatch.setattr("flwr.serverapp.strategy.FedAvg.aggregate_train", explode)
+    assert strategy.aggregate_train(1, [train_reply(1, 1.0), train_reply(2, 2.0)]) == (None, None)
+    [skipped] = [e for e in json_lines(capsys.readouterr().out) if e["event"] == "round_skipped"]
+    assert skipped["reason"] == "round_failed" and "ZeroDivisionError: a bug in aggregation" in skipped["detail"]
+
+
+def test_a_non_finite_aggregate_fails_the_run(capsys, monkeypatch):
+    # Screened inputs are finite; an aggregator (FedAdagrad diverging, a bug) can still make NaN.
+    nan = ArrayRecord([np.full((2, 2), np.nan, np.float32), np.zeros(3, np.float32)])
+    monkeypatch.setattr("flwr.serverapp.strategy.FedAvg.aggregate_train", lambda *args: (nan, None))
+    strategy = started(make(), nodes=(1, 2))
+    with pytest.raises(RunFailed, match="NaN or infinite"):
+        strategy.aggregate_train(1, [train_reply(1, 1.0), train_reply(2, 1.0)])
+
+
+def test_the_outlier_rule_rejects_a_scaled_update(capsys):
+    strategy = started(make(outlier_factor=5.0), nodes=(1, 2, 3, 4))
+    arrays, _ = strategy.aggregate_train(1, [train_reply(1, 1.0), train_reply(2, 1.1), train_reply(3, 0.9),
+                                             train_reply(4, 1e6)])
+    np.testing.assert_allclose(arrays.to_numpy_ndarrays()[0], np.full((2, 2), 1.0), rtol=1e-5)
+    lines = lines_by_node(capsys.readouterr().out)
+    assert lines[4]["status"] == "rejected" and lines[4]["reason"] == "outlier_update"
+    assert {lines[n]["status"] for n in (1, 2, 3)} == {"ok"}
+
+
+def test_the_outlier_rule_is_off_by_default(capsys):
+    strategy = started(make(), nodes=(1, 2, 3))
+    arrays, _ = strategy.aggregate_train(1, [train_reply(1, 1.0), train_reply(2, 1.0), train_reply(3, 1e6)])
+    assert arrays.to_numpy_ndarrays()[0][0, 0] > 1e5
+
+
+@pytest.mark.parametrize("name", ["fedmedian", "fedtrimmedavg", "krum", "multikrum"])
+def test_robust_aggregators_outvote_one_scaled_update(name, capsys):
+    strategy = started(make(name, num_malicious=1, trimmed_beta=0.2), nodes=(1, 2, 3, 4, 5))
+    arrays, _ = strategy.aggregate_train(1, [train_reply(n, 1.0 + 0.01 * n) for n in (1, 2, 3, 4)]
+                                            + [train_reply(5, 1e6)])
+    assert abs(arrays.to_numpy_ndarrays()[0][0, 0] - 1.0) < 0.1
+    assert {e["status"] for e in client_rounds(capsys.readouterr().out)} == {"ok"}  # screened in, outvoted
+
+
+def test_bulyan_with_too_few_updates_skips_the_round(capsys):
+    strategy = started(make("bulyan", num_malicious=1), nodes=(1, 2, 3))  # needs 4f + 3 = 7
+    assert strategy.aggregate_train(1, [train_reply(n, 1.0) for n in (1, 2, 3)]) == (None, None)
+    [skipped] = [e for e in json_lines(capsys.readouterr().out) if e["event"] == "round_skipped"]
+    assert skipped["reason"] == "aggregator_declined"
 
 
 def test_fedadagrad_screens_too(capsys):
-    strategy = build_strategy("FedAdagrad", run_id=RUN_ID, server_learning_rate=0.5,
-                              min_available_nodes=1, min_train_nodes=1)
-    assert isinstance(strategy, LoggingFedAdagrad) and strategy.eta == 0.5
+    strategy = make("FedAdagrad", server_learning_rate=0.5)
+    assert isinstance(strategy, ScreenedFedAdagrad) and strategy.eta == 0.5
     started(strategy, nodes=(1, 2))
     arrays, _ = strategy.aggregate_train(1, [train_reply(1, 1.0), train_reply(2, 1.0, meta=None)])
     assert arrays is not None
@@ -177,6 +248,11 @@ def test_fedadagrad_screens_too(capsys):
     assert statuses == {1: "ok", 2: "rejected"}
 
 
+def test_every_strategy_is_screened():
+    for name, cls in STRATEGIES.items():
+        assert issubclass(cls, ScreenedStrategy), name
+
+
 def test_unknown_strategy_is_a_clear_error():
-    with pytest.raises(ValueError, match="strategy must be one of fedavg, fedadagrad, got 'fedsgd'"):
-        build_strategy("fedsgd", run_id=1, server_learning_rate=0.1)
+    with pytest.raises(ValueError, match="strategy must be one of fedavg, fedadagrad, fedmedian, .*got 'fedsgd'"):
+        make("fedsgd")

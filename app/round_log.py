@@ -1,0 +1,100 @@
+"""The strategy's log lines (schema: docs/log-schema.md).
+
+  client_round   one per node asked, per round and phase, with its `status`:
+                   ok        screened and aggregated (or, for evaluate, averaged);
+                   rejected  it replied, but screening refused it (`reason`, `error`);
+                   failed    its ClientApp returned an error instead of a result;
+                   missing   no reply: the node is lost, or did not answer in time.
+  round_summary  one per round and phase: counts, timings, aggregated metrics.
+  round_skipped  a train round that kept the previous global model, and why.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from flwr.app import Message, MetricRecord
+from flwr.common.constant import ErrorCode
+
+from app.logging import get_logger
+from app.screening import Screened, bounded
+
+log = get_logger("app.strategy")
+
+TRAIN, EVALUATE = "train", "evaluate"
+
+# Flower's error codes, as the `reason` of a failed or missing reply.
+_ERROR_REASONS = {
+    ErrorCode.LOAD_CLIENT_APP_EXCEPTION: ("failed", "clientapp_load_failed"),
+    ErrorCode.CLIENT_APP_RAISED_EXCEPTION: ("failed", "clientapp_raised"),
+    ErrorCode.CLIENT_APP_CRASHED: ("failed", "clientapp_crashed"),
+    ErrorCode.INVALID_FAB: ("failed", "invalid_fab"),
+    ErrorCode.MOD_FAILED_PRECONDITION: ("failed", "mod_failed"),
+    ErrorCode.MESSAGE_UNAVAILABLE: ("missing", "message_unavailable"),
+    ErrorCode.REPLY_MESSAGE_UNAVAILABLE: ("missing", "no_reply"),  # app/quorum.py's NO_REPLY
+    ErrorCode.NODE_UNAVAILABLE: ("missing", "node_unavailable"),
+}
+
+
+@dataclass
+class Outcome:
+    """What one reply amounted to."""
+
+    reply: Message
+    status: str  # ok | rejected | failed | missing
+    reason: str | None = None
+    error: str | None = None
+    screened: Screened | None = None
+
+    @classmethod
+    def from_error(cls, reply: Message) -> Outcome:
+        status, reason = _ERROR_REASONS.get(reply.error.code, ("failed", "error"))
+        return cls(reply, status, reason=reason, error=f"code {reply.error.code}: {bounded(reply.error.reason, 500)}")
+
+    @property
+    def node_id(self) -> int:
+        return self.reply.metadata.src_node_id  # the node asked (app/quorum.py re-addresses SuperLink errors)
+
+    def reject(self, reason: str, error: str) -> None:
+        self.status, self.reason, self.error, self.screened = "rejected", reason, error, None
+
+
+def log_client_round(run_id: int, server_round: int, phase: str, outcome: Outcome) -> None:
+    fields: dict[str, Any] = {"run_id": run_id, "server_round": server_round, "phase": phase,
+                              "node_id": outcome.node_id, "status": outcome.status}
+    if outcome.status != "ok":
+        log.warning("client_round", **fields, reason=outcome.reason, error=outcome.error)
+        return
+    screened = outcome.screened
+    fields.update(asdict(screened.meta), metrics=screened.metrics)
+    if screened.update_norm is not None:
+        fields.update(update_norm=screened.update_norm, update_distance=screened.update_distance)
+    log.info("client_round", **fields)
+
+
+def log_round_skipped(run_id: int, server_round: int, phase: str, reason: str, detail: str) -> None:
+    kept = {"hint": "the previous global model is kept"} if phase == TRAIN else {}
+    log.warning("round_skipped", run_id=run_id, server_round=server_round, phase=phase, reason=reason,
+                detail=detail, **kept)
+
+
+def log_round_summary(run_id: int, server_round: int, phase: str, outcomes: list[Outcome],
+                      metrics: MetricRecord | None, *, sampled: int, duration_s: float) -> None:
+    counts = {status: sum(o.status == status for o in outcomes) for status in ("ok", "rejected", "failed", "missing")}
+    counts["missing"] += max(sampled - len(outcomes), 0)  # with a Grid that drops unanswered messages
+    timing = "training_time" if phase == TRAIN else "evaluation_time"
+    times = [getattr(o.screened.meta, timing) for o in outcomes if o.status == "ok"]
+    fields: dict[str, Any] = {
+        "run_id": run_id, "server_round": server_round, "phase": phase, "sampled": sampled,
+        "replies": len(outcomes) - sum(o.status == "missing" for o in outcomes), **counts,
+        f"{timing}_min": min(times) if times else None,
+        f"{timing}_mean": statistics.fmean(times) if times else None,
+        f"{timing}_max": max(times) if times else None,
+        "duration_s": round(duration_s, 3),
+        "metrics": dict(metrics) if metrics is not None else None,
+    }
+    if phase == TRAIN:
+        fields["converged"] = sum(1 for o in outcomes if o.status == "ok" and o.screened.meta.converged)
+    log.info("round_summary", **fields)

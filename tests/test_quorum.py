@@ -1,0 +1,141 @@
+"""Bounded waits: for nodes, and for replies (a fake Grid with scripted timing)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from flwr.app import Error, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from app.logging import configure_logging
+from app.quorum import NO_REPLY, QuorumGrid, RunFailed, WaitPolicy, wait_for_nodes
+from tests.conftest import json_lines
+
+
+@pytest.fixture(autouse=True)
+def server_identity():
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 7, 0, 1
+    configure_logging("json", "INFO")
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+class ScriptedGrid:
+    """Nodes connect at given times; each node replies `delay` s after a push (None: never)."""
+
+    def __init__(self, connect_at=None, delays=None, superlink_errors=()):
+        self.t0 = time.monotonic()
+        self.connect_at = connect_at or {}
+        self.delays = delays or {}
+        self.superlink_errors = set(superlink_errors)  # nodes the SuperLink reports lost (source: node 1)
+        self.sent: dict[str, tuple[Message, float]] = {}
+        self.pulls = 0
+
+    def get_node_ids(self):
+        now = time.monotonic() - self.t0
+        return [node for node, at in self.connect_at.items() if at <= now]
+
+    def push_messages(self, messages):
+        ids = []
+        for number, message in enumerate(messages):
+            message.metadata.__dict__["_message_id"] = f"m{number}"
+            self.sent[f"m{number}"] = (message, time.monotonic())
+            ids.append(f"m{number}")
+        return ids
+
+    def pull_messages(self, message_ids):
+        self.pulls += 1
+        replies = []
+        for message_id in message_ids:
+            message, pushed = self.sent[message_id]
+            node = message.metadata.dst_node_id
+            delay = self.delays.get(node)
+            if delay is None or time.monotonic() - pushed < delay:
+                continue
+            if node in self.superlink_errors:
+                reply = Message(Error(5, "Node unavailable"), reply_to=message)
+                reply.metadata.__dict__["_src_node_id"] = 1  # as the SuperLink sends it
+                replies.append(reply)
+            else:
+                replies.append(Message(RecordDict(), reply_to=message))
+        return replies
+
+
+def instructions(*nodes):
+    return [Message(RecordDict(), dst_node_id=node, message_type="train") for node in nodes]
+
+
+def test_nodes_ready_returns_at_once_when_everyone_is_there(capsys):
+    grid = ScriptedGrid(connect_at={1: 0, 2: 0, 3: 0})
+    assert sorted(wait_for_nodes(grid, wanted=3, quorum=2, timeout=5, run_id=7)) == [1, 2, 3]
+
+
+def test_a_missing_node_costs_the_timeout_then_the_quorum_goes_on(capsys):
+    grid = ScriptedGrid(connect_at={1: 0, 2: 0})
+    started = time.monotonic()
+    assert sorted(wait_for_nodes(grid, wanted=3, quorum=2, timeout=2, run_id=7, log_every=10)) == [1, 2]
+    assert 2 <= time.monotonic() - started < 4
+    events = [e["event"] for e in json_lines(capsys.readouterr().out)]
+    assert events == ["nodes_waiting", "nodes_wait_ended"]  # logged when it starts, not every second
+
+
+def test_no_quorum_fails_the_run_with_a_clear_reason():
+    grid = ScriptedGrid(connect_at={1: 0})
+    with pytest.raises(RunFailed, match="only 1 SuperNodes connected after 1 s, fewer than the quorum of 2"):
+        wait_for_nodes(grid, wanted=3, quorum=2, timeout=1, run_id=7)
+
+
+def test_a_late_node_is_waited_for():
+    grid = ScriptedGrid(connect_at={1: 0, 2: 0, 3: 1.5})
+    assert sorted(wait_for_nodes(grid, wanted=3, quorum=2, timeout=10, run_id=7)) == [1, 2, 3]
+
+
+def test_every_reply_in_time_is_returned():
+    grid = ScriptedGrid(delays={1: 0.1, 2: 0.3, 3: 0.5})
+    policy = WaitPolicy(min_replies=2, round_timeout=30, straggler_timeout=5, poll_interval=0.05)
+    replies = QuorumGrid(grid, policy).send_and_receive(instructions(1, 2, 3), timeout=30)
+    assert sorted(r.metadata.src_node_id for r in replies) == [1, 2, 3]
+    assert not any(r.has_error() for r in replies)
+
+
+def test_a_dead_node_costs_the_straggler_wait_not_the_round_timeout():
+    grid = ScriptedGrid(delays={1: 0.2, 2: 0.3, 3: None})
+    policy = WaitPolicy(min_replies=2, round_timeout=60, straggler_timeout=1, poll_interval=0.05)
+    started = time.monotonic()
+    replies = QuorumGrid(grid, policy).send_and_receive(instructions(1, 2, 3), timeout=60)
+    assert 1.0 <= time.monotonic() - started < 2.5
+    by_node = {r.metadata.src_node_id: r for r in replies}
+    assert set(by_node) == {1, 2, 3}
+    assert by_node[3].has_error() and by_node[3].error.code == NO_REPLY  # logged as missing, with node 3's ID
+    assert "no reply within" in by_node[3].error.reason
+
+
+def test_stragglers_get_as_long_again_as_the_quorum_took():
+    grid = ScriptedGrid(delays={1: 1.0, 2: 1.0, 3: 1.8})
+    policy = WaitPolicy(min_replies=2, round_timeout=60, straggler_timeout=0.1, poll_interval=0.05)
+    replies = QuorumGrid(grid, policy).send_and_receive(instructions(1, 2, 3))
+    assert not any(r.has_error() for r in replies)  # 1.8 s < 1.0 s + 1.0 s
+
+
+def test_without_a_quorum_the_round_timeout_bounds_the_wait():
+    grid = ScriptedGrid(delays={1: 0.1, 2: None, 3: None})
+    policy = WaitPolicy(min_replies=2, round_timeout=1.0, straggler_timeout=0.1, poll_interval=0.05)
+    started = time.monotonic()
+    replies = QuorumGrid(grid, policy).send_and_receive(instructions(1, 2, 3), timeout=100)
+    assert 1.0 <= time.monotonic() - started < 2.0
+    assert [r.has_error() for r in sorted(replies, key=lambda r: r.metadata.src_node_id)] == [False, True, True]
+
+
+def test_an_error_the_superlink_made_names_the_node_that_was_asked():
+    grid = ScriptedGrid(delays={1: 0.1, 2: 0.1}, superlink_errors={2})
+    policy = WaitPolicy(min_replies=1, round_timeout=10, straggler_timeout=1, poll_interval=0.05)
+    replies = QuorumGrid(grid, policy).send_and_receive(instructions(1, 2))
+    [lost] = [r for r in replies if r.has_error()]
+    assert lost.metadata.src_node_id == 2 and lost.error.code == 5
+
+
+def test_other_calls_reach_the_wrapped_grid():
+    grid = ScriptedGrid(connect_at={4: 0})
+    assert QuorumGrid(grid, WaitPolicy()).get_node_ids() == [4]
