@@ -10,7 +10,7 @@ export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: install images federation federation-aggregated simulation-docker report test test-fast simulation bench bench-federation bench-simulation constraints clean
+.PHONY: install images federation federation-aggregated simulation-docker report test test-fast simulation bench bench-federation bench-simulation bench-faults constraints clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -57,6 +57,9 @@ bench-federation: install images
 
 bench-simulation: install images
 	$(BIN)/python scripts/bench_simulation.py
+
+bench-faults: install images  ## a lost node's cost (compose), accuracy under attack per aggregator (simulation)
+	$(BIN)/python scripts/bench_faults.py
 
 constraints:  ## re-pin every transitive version after a change to pyproject.toml
 	rm -rf build/pin && $(PYTHON) -m venv build/pin && build/pin/bin/pip install --quiet -e ".[simulation,dev,report]"

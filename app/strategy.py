@@ -156,6 +156,8 @@ class ScreenedStrategy:
         return Outcome(reply, "ok", screened=screened)
 
     def _summarize(self, server_round: int, phase: str, outcomes: list[Outcome], metrics: MetricRecord | None) -> None:
+        if not outcomes and not self._sampled.get(phase):
+            return  # a phase that is switched off (fraction 0) asked nobody: nothing to say
         started = self._started.get(phase, time.monotonic())
         log_round_summary(self.run_id, server_round, phase, outcomes, metrics,
                           sampled=self._sampled.get(phase, len(outcomes)),

@@ -3,6 +3,12 @@
   http(s)://host:port/health   Flower's HTTP APIs (SuperLink, SuperNode, gateway)
   grpc://host:port             Flower's gRPC health server (SuperExec)
   tcp://host:port              a port that accepts connections (the log aggregator)
+  supernode://host:port/health the SuperNode's own API, and then the SuperLink's
+                               /health, over the TLS the node uses (verified with
+                               its CA; the target comes from the file that
+                               supernode_entrypoint.py writes): a node that cannot
+                               reach its SuperLink, or whose address does not
+                               resolve, is unhealthy
 
   any://host:port/health       over TLS, else in plaintext: one image probe for a
                                SuperLink with or without TLS (a plaintext one logs
@@ -17,6 +23,7 @@ a probe costs 0.14 s of CPU instead of 0.5 s (it runs every few seconds in
 every container). Only the gRPC probe needs a package, from the venv.
 """
 
+import json
 import os
 import socket
 import ssl
@@ -38,6 +45,9 @@ def main(url: str) -> int:
         with grpc.insecure_channel(url.removeprefix("grpc://")) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
         return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+    if url.startswith("supernode://"):
+        local = get("http://" + url.removeprefix("supernode://"), unverified())
+        return local or superlink_reachable()
     ca_file = os.getenv("HEALTHCHECK_CA_FILE")
     context = ssl.create_default_context(cafile=ca_file)
     if not ca_file:
@@ -48,6 +58,20 @@ def main(url: str) -> int:
         except Exception:  # noqa: BLE001 - a plaintext server, or down: plaintext decides
             url = "http://" + url.removeprefix("any://")
     return get(url, context)
+
+
+def unverified() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    return context
+
+
+def superlink_reachable() -> int:
+    with open("/tmp/flowerdock-supernode.json") as file:
+        target = json.load(file)
+    if target["ca"] is None:  # --insecure: plaintext, for debugging
+        return get(f"http://{target['superlink']}/health", unverified())
+    return get(f"https://{target['superlink']}/health", ssl.create_default_context(cafile=target["ca"]))
 
 
 def get(url: str, context: ssl.SSLContext) -> int:

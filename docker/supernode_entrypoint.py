@@ -18,15 +18,27 @@ setting that cannot work stops the container (exit 2) with a line saying what to
 
 Arguments are passed on to flower-supernode; with `--insecure` (plaintext, for
 debugging only) no certificate or key is used.
+
+Then it watches Flower. Flower 1.42's HTTP retry gives up for good on any error
+that mentions SSL/TLS (a SuperLink restarted mid-handshake, a certificate
+rotation) or once its retries run out; the SuperNode's loop then ends while the
+process lives on, silent. This process passes Flower's lines through, and on
+either sign it stops Flower and exits 1, so the restart policy starts a fresh
+SuperNode that rejoins with the same key. It also writes what the health probe
+needs to reach the SuperLink (healthcheck.py `supernode://`).
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import os
+import signal
 import socket
 import ssl
+import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from app.logging import get_logger
@@ -147,6 +159,65 @@ def flower_arguments(args: list[str], replica: int | None) -> list[str]:
             "--auth-supernode-private-key", str(key), *args]
 
 
+# What Flower logs when its Fleet loop has given up for good (flwr/supercore/retry/http_retry.py).
+GAVE_UP = ("SSL/TLS handshake error detected", "Giving up reconnection")
+# What it logs when the SuperLink refuses to activate this node's key.
+NOT_ACTIVATED = b"Failed to activate SuperNode"
+HEALTH_FILE = Path("/tmp/flowerdock-supernode.json")
+
+
+def write_health_target(arguments: list[str]) -> None:
+    """Where the health probe finds the SuperLink, and the CA that verifies it."""
+    ca = arguments[arguments.index("--root-certificates") + 1] if "--root-certificates" in arguments else None
+    HEALTH_FILE.write_text(json.dumps({"superlink": os.environ["SUPERLINK"], "ca": ca}))
+
+
+def supervise(command: list[str]) -> int:
+    """Run Flower, pass its lines through, and end it when its loop has given up.
+
+    Flower runs in a process group of its own: when it ends, its children (the
+    SuperExec, a ClientApp mid-round) would otherwise live on, retrying a Runtime
+    API that is gone, and keep the container up but useless.
+    """
+    flower = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda number, _frame: flower.send_signal(number))
+    gave_up, not_activated = threading.Event(), threading.Event()
+
+    def pass_lines_through() -> None:
+        for raw in flower.stdout:
+            sys.stdout.buffer.write(raw)
+            sys.stdout.buffer.flush()
+            if NOT_ACTIVATED in raw:
+                not_activated.set()
+            if not gave_up.is_set() and any(sign.encode() in raw for sign in GAVE_UP):
+                gave_up.set()
+                log.error("supernode_lost_superlink", superlink=os.environ["SUPERLINK"],
+                          reason=raw.decode(errors="replace").strip()[:300],
+                          hint="Flower gave up on the SuperLink: restarting this SuperNode (restart policy)")
+                flower.terminate()
+
+    reader = threading.Thread(target=pass_lines_through, daemon=True)
+    reader.start()
+    code = flower.wait()
+    try:
+        os.killpg(flower.pid, signal.SIGKILL)
+    except ProcessLookupError:  # nothing left
+        pass
+    reader.join(timeout=5)
+    if gave_up.is_set():
+        return 1
+    if not_activated.is_set():
+        log.error("supernode_not_activated", exit_code=code,
+                  hint="the SuperLink refused this node's key: either it is not registered, or the "
+                       "SuperLink still holds this node's previous session (a crash less than a minute "
+                       "ago: the session expires after two missed heartbeats, 60 s); the restart policy "
+                       "tries again")
+    elif code != 0:
+        log.error("supernode_exited", exit_code=code, hint="the restart policy starts it again")
+    return code if code >= 0 else 128 - code  # killed by a signal: 128 + its number, as a shell says
+
+
 def main() -> None:
     try:
         try:
@@ -162,7 +233,8 @@ def main() -> None:
              superlink=os.environ["SUPERLINK"], tls="--insecure" not in arguments)
     command = ["flower-supernode", "--isolation", "subprocess",
                "--node-config", f"partition-id={number} num-partitions={partitions}", *arguments]
-    os.execvp(command[0], command)
+    write_health_target(arguments)
+    sys.exit(supervise(command))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
 from app.logging import configure_logging  # noqa: E402
 from app.metadata import TrainProcessMetadata, decode, encode, to_config_record  # noqa: E402
-from app.strategy import LoggingFedAvg  # noqa: E402
+from app.strategy import build_strategy  # noqa: E402
 from app.task import Net  # noqa: E402
 
 
@@ -96,7 +96,8 @@ def strategy_cost(replies_per_round: int = 200) -> None:
         strategy.aggregate_train(1, replies)
 
     with contextlib.redirect_stdout(io.StringIO()):
-        ours = LoggingFedAvg(run_id=1, min_available_nodes=1)
+        ours = build_strategy("fedavg", run_id=1, min_available_nodes=1, min_train_nodes=1, node_wait_timeout=0,
+                              expected_metrics={"train": ("train_loss",), "evaluate": ("eval_loss", "eval_acc")})
         list(ours.configure_train(1, arrays, ConfigRecord(), Grid()))
         screen = per_call(lambda: screen_only(ours), 1.0) / replies_per_round
         total = per_call(lambda: full_aggregation(ours), 1.0) / replies_per_round

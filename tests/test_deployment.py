@@ -48,7 +48,9 @@ class Deployment:
         self.server = Project(f"fd-server-{tag}", ["docker/compose.server.yaml"], {
             "SERVER_CERTS_DIR": str(self.certs / "server"), "FLEET_PORT": str(self.fleet_port),
             "CONTROL_PORT": str(self.control_port), "RESTART": "no"})
-        self.clients = [self.client(f"fd-client{n}-{tag}", f"supernode-{n}", partition=n - 1) for n in (1, 2)]
+        # The two SuperNodes keep compose's restart policy; the one-off probes do not restart.
+        self.clients = [self.client(f"fd-client{n}-{tag}", f"supernode-{n}", partition=n - 1, restart=True)
+                        for n in (1, 2)]
         self.probe = self.client(f"fd-probe-{tag}", "supernode-1", partition=0)  # for one-off containers
 
         self.flwr_home = tmp / "flwr-home"
@@ -66,11 +68,11 @@ address = "localhost:{self.control_port}"
 """)
 
     def client(self, name: str, node: str, partition: int, certs: Path | None = None,
-               superlink: str | None = None) -> Project:
+               superlink: str | None = None, restart: bool = False) -> Project:
         project = Project(name, ["tests/compose.host-gateway.yaml"], {  # compose.client.yaml on this host
             "SUPERLINK": superlink or f"{PUBLIC_NAME}:{self.fleet_port}",
             "NODE_CERTS_DIR": str((certs or self.certs) / node),
-            "PARTITION_ID": str(partition), "NUM_PARTITIONS": "2", "RESTART": "no"})
+            "PARTITION_ID": str(partition), "NUM_PARTITIONS": "2", "RESTART": "unless-stopped" if restart else "no"})
         self.projects.append(project)
         return project
 
@@ -239,6 +241,65 @@ def test_a_run_from_the_host_completes_on_both_supernodes(deployment, unaffected
     assert {node for _, _, node in per_client} == deployment.nodes_before
     # The streamed logs reached the user's terminal too.
     assert "client_round" in result.stdout
+
+
+HEALTH_PROBE = ["python3", "-I", "-S", "/usr/local/lib/flowerdock/healthcheck.py", "supernode://127.0.0.1:9094/health"]
+
+
+def test_a_supernode_that_cannot_reach_its_superlink_is_unhealthy(deployment, unaffected):
+    [healthy] = deployment.clients[0].containers("supernode")
+    assert sh("docker", "exec", healthy, *HEALTH_PROBE, check=False).returncode == 0
+    lost = deployment.client(f"{deployment.probe.name}-lost", "supernode-1", 0,
+                             superlink=f"nowhere.flowerdock.test:{deployment.fleet_port}")
+    lost.compose("up", "-d", "--no-build", "supernode")
+    [container] = lost.containers("supernode")
+    unresolved = ("name or service not known", "name resolution")
+    for _ in range(60):  # first its own API must be up; then the SuperLink's name fails the probe
+        result = sh("docker", "exec", container, *HEALTH_PROBE, check=False)
+        if any(words in result.stderr.lower() for words in unresolved):
+            break
+        time.sleep(1)
+    assert result.returncode == 1 and "unhealthy" in result.stderr, result.stderr
+    assert any(words in result.stderr.lower() for words in unresolved), result.stderr
+    lost.down()
+
+
+RESTARTS = 10
+
+
+def test_supernodes_come_back_after_the_superlink_and_gateway_restart_again_and_again(deployment):
+    # As in a certificate rotation: the server side restarts while the SuperNodes idle. Flower's
+    # SuperNode may give up on an SSL/TLS error mid-restart; then its entrypoint ends it and the
+    # restart policy brings a fresh one, with no hand restart.
+    back_after = []
+    for _ in range(RESTARTS):
+        started = time.monotonic()
+        deployment.server.compose("restart", "-t", "5", "superlink", "gateway", timeout=120)
+        deployment.server.compose("up", "-d", "--no-build", "--wait", "superlink", "gateway", timeout=120)
+        for client in deployment.clients:  # healthy: its own API answers, and so does the SuperLink
+            client.compose("up", "-d", "--no-build", "--wait", timeout=180)
+        back_after.append(time.monotonic() - started)
+    gave_up = [e for client in deployment.clients for e in client.logs("supernode")
+               if e["event"] == "supernode_lost_superlink"]
+    print(f"\n{RESTARTS} restarts: every SuperNode healthy again after at most {max(back_after):.1f} s "
+          f"(median {sorted(back_after)[RESTARTS // 2]:.1f} s); Flower gave up {len(gave_up)} times, "
+          "each time restarted by policy")
+
+    # Every SuperNode answers the next round.
+    runs_before = {r["run-id"] for r in deployment.flwr_json("ls", "remote")["runs"]}
+    result = deployment.flwr("run", ".", "remote", "--stream", "--run-config",
+                             "num-server-rounds=1 min-nodes=2 expected-nodes=2 min-replies=2 "
+                             "fraction-train=1.0 fraction-evaluate=1.0", timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    [run] = [r for r in deployment.flwr_json("ls", "remote")["runs"] if r["run-id"] not in runs_before]
+    assert run["status"] == "finished:completed"
+    answered = {e["node_id"] for e in deployment.server.logs("serverapp")
+                if e["event"] == "client_round" and e.get("run_id") == run["run-id"] and e["status"] == "ok"
+                and e["phase"] == "train"}
+    assert answered == deployment.nodes_before
+    for client in deployment.clients:
+        [container] = client.containers("supernode")
+        assert sh("docker", "inspect", "-f", "{{.State.Status}}", container).stdout.strip() == "running"
 
 
 def probe(deployment: Deployment, code: str) -> str:

@@ -1,0 +1,21 @@
+"""A lying variant of this app, assembled for the fault tests and the fault benchmark."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def assemble(dest: Path) -> Path:
+    """`dest` as a Flower app: this repository's `app/`, its pyproject with the ClientApp
+    swapped for rogue_client.py's, and a run-config key `attacks` (see rogue_client.py)."""
+    shutil.copytree(ROOT / "app", dest / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(Path(__file__).with_name("rogue_client.py"), dest)
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    pyproject = pyproject.replace('clientapp = "app.client_app:app"', 'clientapp = "rogue_client:app"')
+    pyproject = pyproject.replace("[tool.flwr.app.config]\n", '[tool.flwr.app.config]\nattacks = ""\n')
+    (dest / "pyproject.toml").write_text(pyproject)
+    dest.chmod(0o755)  # the submit container reads it as another user
+    return dest

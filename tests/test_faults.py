@@ -1,0 +1,268 @@
+"""Faults, the way they happen, against the real compose federation.
+
+Two federations, each kept up for several runs so that the slow part (starting
+SuperNodes) is paid once:
+
+  lost nodes   3 SuperNodes, one run of 4 rounds: one SuperNode's container is
+               killed after round 1 (a crashed host) and started again after
+               round 2; another's Flower process is killed mid-round (the restart
+               policy brings it back); a third is frozen (`docker pause`) for a
+               phase. The run completes, each lost reply is logged with the ID of
+               the node that was asked, and every node is back in later rounds.
+  liars        5 SuperNodes: a clean run; the SuperLink restarted (the run stays
+               listed, the nodes rejoin); a run in which two ClientApps send NaN,
+               Inf, lying shapes, dtypes and encodings, absurd example counts,
+               lists for metrics and updates scaled x1e6, every one rejected with its
+               reason while the model still learns; and a run in which every reply
+               is bad, which fails loudly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from tests import rogue_app as rogue_app_dir
+from tests.conftest import ROOT, Project, sh
+
+pytestmark = pytest.mark.docker
+
+
+class Federation(Project):
+    """compose.yaml with its daemons kept up; runs are submitted one by one."""
+
+    def __init__(self, nodes: int, min_nodes: int) -> None:
+        super().__init__(f"flowerdock-faults-{uuid.uuid4().hex[:8]}", ["compose.yaml"],
+                         {"NUM_SUPERNODES": str(nodes), "MIN_NODES": str(min_nodes)})
+        self.nodes = nodes
+
+    def start(self) -> None:
+        self.compose("up", "-d", "--no-build", "--wait", "serverapp", "supernode", timeout=600)
+
+    def submit(self, run_config: str, app_dir: Path | None = None, background: bool = False):
+        args = ["run", "--rm", "--no-deps", "-T", "-e", f"RUN_CONFIG={run_config}"]
+        if app_dir is not None:
+            args += ["-v", f"{app_dir}:/rogue:ro", "-e", "APP_DIR=/rogue"]
+        command = ["docker", "compose", "-p", self.name, *self.files, *args, "submit"]
+        if background:
+            return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, env={**os.environ, **self.env})
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900,
+                              env={**os.environ, **self.env})
+
+    def container(self, replica: int) -> str:
+        return f"{self.name}-supernode-{replica}"
+
+    def node_id(self, replica: int) -> str:
+        out = sh("docker", "logs", self.container(replica))
+        ids = {line.split("SuperNode ID:")[1].split('"')[0].strip()
+               for line in (out.stdout + out.stderr).splitlines() if "SuperNode ID:" in line}
+        assert len(ids) == 1, f"replica {replica} logged node IDs {ids}"
+        return ids.pop()
+
+    def events(self, run_id: str | None = None) -> list[dict]:
+        events = self.logs("serverapp")
+        return [e for e in events if run_id is None or e.get("run_id") == run_id]
+
+    def wait_for(self, predicate, timeout: float = 300, what: str = "event") -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in self.events():
+                if predicate(event):
+                    return event
+            time.sleep(1)
+        pytest.fail(f"no {what} within {timeout} s; the ServerApp's last lines:\n" + self.timeline()[-3000:])
+
+    def timeline(self) -> str:
+        """The ServerApp's rounds, one short line per event: what a failure report needs."""
+        keep = ("client_round", "round_summary", "round_skipped", "nodes_waiting", "nodes_ready",
+                "nodes_wait_ended", "run_failed", "run_finished")
+        return "\n".join(" ".join(str(e.get(k, "")) for k in ("timestamp", "event", "server_round", "phase",
+                                                               "node_id", "status", "reason", "duration_s"))
+                         for e in self.events() if e["event"] in keep)
+
+
+def summary_of(run_round: int, phase: str):
+    return lambda e: e["event"] == "round_summary" and e["server_round"] == run_round and e["phase"] == phase
+
+
+def client_rounds(events: list[dict]) -> dict[tuple[int, str, str], dict]:
+    """(round, phase, node_id) -> that client_round line; each must appear once."""
+    lines: dict[tuple[int, str, str], dict] = {}
+    for e in events:
+        if e["event"] == "client_round":
+            key = (e["server_round"], e["phase"], e["node_id"])
+            assert key not in lines, f"two client_round lines for {key}"
+            lines[key] = e
+    return lines
+
+
+def outcome(result) -> dict:
+    [line] = [json.loads(l) for l in result.stdout.splitlines() if '"run_outcome"' in l]
+    return line
+
+
+# --- lost nodes ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def three_nodes(images):
+    fed = Federation(nodes=3, min_nodes=2)
+    try:
+        fed.start()
+        yield fed
+    finally:
+        fed.down()
+
+
+def kill_flower_process(container: str) -> None:
+    """SIGKILL the SuperNode's Flower process, as a crash would (the container lives on)."""
+    sh("docker", "exec", container, "python3", "-c", """
+import os, signal
+for pid in os.listdir("/proc"):
+    if pid.isdigit():
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\\0")
+        if argv and argv[0].endswith(b"flower-supernode") or (len(argv) > 1 and argv[1].endswith(b"flower-supernode")):
+            os.kill(int(pid), signal.SIGKILL)
+""")
+
+
+def test_lost_nodes_never_stall_a_run_and_come_back(three_nodes):
+    fed = three_nodes
+    ids = {replica: fed.node_id(replica) for replica in (1, 2, 3)}
+    run = fed.submit("num-server-rounds=4 expected-nodes=3 min-nodes=2 min-replies=2 "
+                     "fraction-train=1.0 fraction-evaluate=1.0 straggler-timeout=10", background=True)
+    try:
+        fed.wait_for(summary_of(1, "train"), what="round 1")
+        killed_at = time.monotonic()
+        sh("docker", "kill", fed.container(3))                      # a crashed host
+        fed.wait_for(summary_of(1, "evaluate"), what="round 1's evaluation without node 3")
+        loss_to_round = time.monotonic() - killed_at
+        after_loss = fed.wait_for(summary_of(2, "train"), what="round 2 without node 3")
+        sh("docker", "start", fed.container(3))                     # the host is back
+        kill_flower_process(fed.container(1))                       # a process dies mid-round (evaluate 2)
+        fed.wait_for(summary_of(3, "train"), what="round 3")
+        sh("docker", "pause", fed.container(2))                     # a frozen host, for one phase
+        fed.wait_for(summary_of(3, "evaluate"), what="round 3 without node 2")
+        sh("docker", "unpause", fed.container(2))
+        output, _ = run.communicate(timeout=600)
+    finally:
+        if run.poll() is None:
+            run.kill()
+        sh("docker", "unpause", fed.container(2), check=False)
+    assert run.returncode == 0, output[-3000:] + fed.timeline()[-3000:]
+    run_id = json.loads([l for l in output.splitlines() if '"run_outcome"' in l][0])["run_id"]
+    lines = client_rounds(fed.events(run_id))
+    print(f"\nnode lost -> its phase went on without it: {loss_to_round:.1f} s")
+
+    def status(server_round: int, phase: str, replica: int) -> str | None:
+        return lines.get((server_round, phase, ids[replica]), {}).get("status")
+
+    # A lost reply is logged with the ID of the node asked, never the SuperLink's.
+    assert {node for _, _, node in lines} == set(ids.values())
+    assert status(1, "evaluate", 3) == "missing"            # killed while its ClientApp ran
+    assert status(2, "train", 3) in ("missing", None)       # still listed online (heartbeat), or not
+    assert status(2, "evaluate", 1) in ("missing", "failed")  # its process died mid-round
+    assert status(3, "evaluate", 2) == "missing"            # frozen
+    # The rounds went on without them, within the straggler wait, not the heartbeat expiry.
+    assert after_loss["ok"] == 2 and after_loss["duration_s"] < 60
+    # And every one of them is back by the last round.
+    assert [status(4, "train", replica) for replica in (1, 2, 3)] == ["ok", "ok", "ok"], fed.timeline()
+    restarts = int(sh("docker", "inspect", "-f", "{{.RestartCount}}", fed.container(1)).stdout)
+    assert restarts >= 1  # the restart policy, not a person, brought the crashed process back
+    finished = [e for e in fed.events(run_id) if e["event"] == "run_finished"]
+    assert finished and finished[0]["accuracy"] > 0.8
+
+
+# --- liars ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def five_nodes(images):
+    fed = Federation(nodes=5, min_nodes=2)
+    try:
+        fed.start()
+        yield fed
+    finally:
+        fed.down()
+
+
+@pytest.fixture(scope="module")
+def rogue_app(tmp_path_factory) -> Path:
+    """This app with a lying ClientApp: tests/rogue_app/rogue_client.py."""
+    return rogue_app_dir.assemble(tmp_path_factory.mktemp("rogue-app"))
+
+
+# Federated evaluation off (the server evaluates the model): half the ClientApp starts.
+BASE = ("num-server-rounds=3 expected-nodes=5 min-nodes=3 min-replies=2 fraction-train=1.0 "
+        "fraction-evaluate=0 outlier-factor=10")
+# Partitions 0 and 1 lie in every round, each round differently.
+ATTACKS = {"0": ["nan", "shape", "scale"], "1": ["inf", "examples", "dtype"]}
+EXPECTED_REASON = {"nan": "array_nonfinite", "inf": "array_nonfinite", "shape": "array_shape",
+                   "scale": "outlier_update", "examples": "bad_example_count", "dtype": "array_dtype"}
+
+
+def final_accuracy(fed: Federation, run_id: str) -> float:
+    [finished] = [e for e in fed.events(run_id) if e["event"] == "run_finished"]
+    return finished["accuracy"]
+
+
+def test_liars_are_rejected_and_a_restarted_superlink_keeps_its_runs(five_nodes, rogue_app):
+    fed = five_nodes
+    clean = fed.submit(BASE, rogue_app)
+    assert clean.returncode == 0, clean.stdout[-3000:]
+    clean_run = outcome(clean)["run_id"]
+
+    # The SuperLink restarted between two runs: the first is still listed, the nodes rejoin.
+    fed.compose("restart", "superlink", timeout=120)
+    fed.compose("up", "-d", "--no-build", "--wait", "superlink", timeout=120)
+    listed = fed.compose("run", "--rm", "--no-deps", "-T", "-e", "LOG_FORMAT=console", "--entrypoint", "flwr",
+                         "submit", "ls", "deployment", "--format", "json").stdout
+    runs = json.loads(listed[listed.index("{"):])["runs"]
+    assert clean_run in {r["run-id"] for r in runs}
+
+    attacks = " ".join(f"{p}={'/'.join(steps)}" for p, steps in ATTACKS.items())
+    lying = fed.submit(f'{BASE} attacks="{attacks}"', rogue_app)
+    assert lying.returncode == 0, lying.stdout[-3000:]
+    lying_run = outcome(lying)["run_id"]
+    lines = client_rounds(fed.events(lying_run))
+    partition_of = {fed.node_id(replica): replica - 1 for replica in range(1, 6)}  # compose.yaml's rule
+    by_partition: dict[str, dict[int, dict]] = defaultdict(dict)
+    for (server_round, phase, node), line in lines.items():
+        if phase == "train":
+            by_partition[partition_of[node]][server_round] = line
+    seen = set()
+    for partition, steps in ATTACKS.items():
+        for server_round, attack in enumerate(steps, 1):
+            line = by_partition[int(partition)][server_round]
+            assert (line["status"], line["reason"]) == ("rejected", EXPECTED_REASON[attack]), (attack, line)
+            seen.add(attack)
+    assert seen == set(EXPECTED_REASON)
+    honest = [line for p, rounds in by_partition.items() if p not in (0, 1) for line in rounds.values()]
+    assert len(honest) == 9 and {line["status"] for line in honest} == {"ok"}
+
+    clean_accuracy, lying_accuracy = final_accuracy(fed, clean_run), final_accuracy(fed, lying_run)
+    print(f"\naccuracy: clean {clean_accuracy:.4f}, with 2 liars of 5 {lying_accuracy:.4f}")
+    assert abs(clean_accuracy - lying_accuracy) <= 0.02
+
+
+def test_a_run_in_which_every_reply_is_bad_fails_loudly(five_nodes, rogue_app):
+    fed = five_nodes
+    everyone_lies = " ".join(f"{p}=nan" for p in range(5))
+    result = fed.submit(f'num-server-rounds=1 min-nodes=3 fraction-train=1.0 fraction-evaluate=0 '
+                        f'attacks="{everyone_lies}"', rogue_app)
+    assert result.returncode != 0
+    line = outcome(result)
+    assert line["status"] == "finished:failed" and line["level"] == "error"
+    [failed] = [e for e in fed.events(line["run_id"]) if e["event"] == "run_failed"]
+    assert "none of the 1 rounds aggregated an update" in failed["reason"]
+    skipped = [e for e in fed.events(line["run_id"]) if e["event"] == "round_skipped"]
+    assert [(e["server_round"], e["reason"]) for e in skipped] == [(1, "too_few_accepted")]
