@@ -205,6 +205,7 @@ def supervise(command: list[str]) -> int:
     except ProcessLookupError:  # nothing left
         pass
     reader.join(timeout=5)
+    code = code if code >= 0 else 128 - code  # killed by a signal: 128 + its number, as a shell says
     if gave_up.is_set():
         return 1
     if not_activated.is_set():
@@ -215,7 +216,7 @@ def supervise(command: list[str]) -> int:
                        "tries again")
     elif code != 0:
         log.error("supernode_exited", exit_code=code, hint="the restart policy starts it again")
-    return code if code >= 0 else 128 - code  # killed by a signal: 128 + its number, as a shell says
+    return code
 
 
 def main() -> None:

@@ -267,6 +267,18 @@ def test_a_supernode_that_cannot_reach_its_superlink_is_unhealthy(deployment, un
 RESTARTS = 10
 
 
+def wait_until_healthy(container: str, timeout: float) -> None:
+    """Running and healthy (it may be unhealthy or restarting on the way: that is allowed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = sh("docker", "inspect", "-f", "{{.State.Status}} {{.State.Health.Status}}", container,
+                   check=False).stdout.strip()
+        if state == "running healthy":
+            return
+        time.sleep(1)
+    pytest.fail(f"{container} is not healthy {timeout:.0f} s after the restart: {state}")
+
+
 def test_supernodes_come_back_after_the_superlink_and_gateway_restart_again_and_again(deployment):
     # As in a certificate rotation: the server side restarts while the SuperNodes idle. Flower's
     # SuperNode may give up on an SSL/TLS error mid-restart; then its entrypoint ends it and the
@@ -277,13 +289,15 @@ def test_supernodes_come_back_after_the_superlink_and_gateway_restart_again_and_
         deployment.server.compose("restart", "-t", "5", "superlink", "gateway", timeout=120)
         deployment.server.compose("up", "-d", "--no-build", "--wait", "superlink", "gateway", timeout=120)
         for client in deployment.clients:  # healthy: its own API answers, and so does the SuperLink
-            client.compose("up", "-d", "--no-build", "--wait", timeout=180)
+            [container] = client.containers("supernode")
+            wait_until_healthy(container, timeout=180)
+        deployment.wait_for_online_nodes(2)  # and the SuperLink lists both online
         back_after.append(time.monotonic() - started)
     gave_up = [e for client in deployment.clients for e in client.logs("supernode")
                if e["event"] == "supernode_lost_superlink"]
     print(f"\n{RESTARTS} restarts: every SuperNode healthy again after at most {max(back_after):.1f} s "
-          f"(median {sorted(back_after)[RESTARTS // 2]:.1f} s); Flower gave up {len(gave_up)} times, "
-          "each time restarted by policy")
+          f"(median {sorted(back_after)[RESTARTS // 2]:.1f} s); Flower gave up {len(gave_up)} times "
+          "(each time the node was restarted by policy)")
 
     # Every SuperNode answers the next round.
     runs_before = {r["run-id"] for r in deployment.flwr_json("ls", "remote")["runs"]}
