@@ -52,7 +52,7 @@ def simulate(app_dir: Path, run_config: str) -> tuple[float | None, float]:
     home = Path(tempfile.mkdtemp(prefix="flowerdock-bench-faults-"))
     shutil.copy(ROOT / ".flwr" / "config.toml", home / "config.toml")
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FLWR_HOME": str(home),
-           "LOG_FORMAT": "json", "RAY_ADDRESS": "local", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+           "LOG_FORMAT": "json", "RAY_ADDRESS": "local", "OMP_NUM_THREADS": "1",  # as in the images: repeatable "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
            "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
     started = time.monotonic()
     try:

@@ -112,14 +112,18 @@ def outcome(result) -> dict:
 # --- lost nodes ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def three_nodes(images):
-    fed = Federation(nodes=3, min_nodes=2)
+def running(nodes: int):
+    fed = Federation(nodes=nodes, min_nodes=2)
     try:
         fed.start()
         yield fed
     finally:
         fed.down()
+
+
+@pytest.fixture(scope="module")
+def three_nodes(images):
+    yield from running(3)
 
 
 def kill_flower_process(container: str) -> None:
@@ -187,12 +191,7 @@ def test_lost_nodes_never_stall_a_run_and_come_back(three_nodes):
 
 @pytest.fixture(scope="module")
 def five_nodes(images):
-    fed = Federation(nodes=5, min_nodes=2)
-    try:
-        fed.start()
-        yield fed
-    finally:
-        fed.down()
+    yield from running(5)
 
 
 @pytest.fixture(scope="module")
