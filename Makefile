@@ -41,7 +41,7 @@ simulation-docker: images  ## Flower's simulation runtime in a container: SIM_NO
 	docker compose -f docker/compose.simulation.yaml stop; exit $$status
 
 test: install  ## every test, the Docker end-to-end ones included
-	$(BIN)/python -m pytest -v -rA
+	$(BIN)/python -m pytest -v -rA --durations=15
 
 test-fast: install  ## unit tests only (no simulation, no Docker)
 	$(BIN)/python -m pytest -q -m "not simulation and not docker"

@@ -46,6 +46,11 @@ def main() -> int:
     connection = os.getenv("FLWR_CONNECTION", "deployment")
     run_config = os.getenv("RUN_CONFIG", "")
     federation_config = os.getenv("FEDERATION_CONFIG", "")
+    try:
+        deadline = float(os.getenv("RUN_DEADLINE") or 3600) or None
+    except ValueError:
+        raise RuntimeError(f"RUN_DEADLINE={os.getenv('RUN_DEADLINE')!r} is not a number of seconds "
+                           "(0: no deadline)") from None
     args = ["run", app_dir, connection] + (["--run-config", run_config] if run_config else [])
     args += ["--federation-config", federation_config] if federation_config else []
     submitted = flwr_json(*args)
@@ -56,7 +61,6 @@ def main() -> int:
     log.info("run_submitted", run_id=run_id, connection=connection, run_config=run_config,
              **({"federation_config": federation_config} if federation_config else {}))
 
-    deadline = float(os.getenv("RUN_DEADLINE") or 3600) or None
     try:
         subprocess.run(["flwr", "log", run_id, connection, "--stream"], check=False, timeout=deadline)
     except subprocess.TimeoutExpired:

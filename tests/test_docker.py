@@ -73,15 +73,6 @@ def test_compose_federation_runs_to_the_end(federation):
     assert outcome["status"] == "finished:completed"
 
 
-def test_a_crashing_serverapp_fails_the_run_loudly(federation):
-    # An unknown strategy makes the ServerApp raise at start.
-    fed = federation(EXTRA_RUN_CONFIG='strategy="no-such-strategy"')
-    assert fed.up() != 0
-    [outcome] = [e for e in fed.logs("submit") if e["event"] == "run_outcome"]
-    assert outcome["status"] == "finished:failed" and outcome["level"] == "error"
-    assert any("strategy must be one of" in json.dumps(e) for e in fed.logs("serverapp"))
-
-
 def test_a_supernode_without_its_partition_stops_with_a_clear_error(images):
     result = sh("docker", "run", "--rm", "-e", "NUM_PARTITIONS=3", "-e", "PARTITION_ID=7",
                 "flowerdock/supernode:1.0.0", check=False, timeout=120)

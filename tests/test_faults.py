@@ -46,8 +46,8 @@ class Federation(Project):
     def start(self) -> None:
         self.compose("up", "-d", "--no-build", "--wait", "serverapp", "supernode", timeout=600)
 
-    def submit(self, run_config: str, app_dir: Path | None = None, background: bool = False):
-        args = ["run", "--rm", "--no-deps", "-T", "-e", f"RUN_CONFIG={run_config}"]
+    def submit(self, run_config: str, app_dir: Path | None = None, background: bool = False, deadline: int = 3600):
+        args = ["run", "--rm", "--no-deps", "-T", "-e", f"RUN_CONFIG={run_config}", "-e", f"RUN_DEADLINE={deadline}"]
         if app_dir is not None:
             args += ["-v", f"{app_dir}:/rogue:ro", "-e", "APP_DIR=/rogue"]
         command = ["docker", "compose", "-p", self.name, *self.files, *args, "submit"]
@@ -184,6 +184,29 @@ def test_lost_nodes_never_stall_a_run_and_come_back(three_nodes):
     assert restarts >= 1  # the restart policy, not a person, brought the crashed process back
     finished = [e for e in fed.events(run_id) if e["event"] == "run_finished"]
     assert finished and finished[0]["accuracy"] > 0.8
+
+
+def test_a_crashing_serverapp_fails_the_run_loudly(three_nodes):
+    # An unknown strategy makes the ServerApp raise at start.
+    result = three_nodes.submit('num-server-rounds=1 strategy="no-such-strategy"')
+    assert result.returncode == 1
+    line = outcome(result)
+    assert line["status"] == "finished:failed" and line["level"] == "error"
+    [failed] = [e for e in three_nodes.events(line["run_id"]) if e["event"] == "run_failed"]
+    assert "strategy must be one of" in failed["reason"]
+
+
+def test_a_run_past_its_deadline_is_stopped(three_nodes):
+    fed = three_nodes
+    started = time.monotonic()
+    result = fed.submit("num-server-rounds=50 fraction-train=1.0 fraction-evaluate=1.0", deadline=20)
+    assert result.returncode == 1 and time.monotonic() - started < 120
+    [exceeded] = [json.loads(l) for l in result.stdout.splitlines() if '"run_deadline_exceeded"' in l]
+    assert exceeded["stopped"] is True and exceeded["deadline_s"] == 20
+    listed = fed.compose("run", "--rm", "--no-deps", "-T", "-e", "LOG_FORMAT=console", "--entrypoint", "flwr",
+                         "submit", "ls", "deployment", "--run-id", exceeded["run_id"], "--format", "json").stdout
+    [run] = json.loads(listed[listed.index("{"):])["runs"]
+    assert run["status"] == "finished:stopped"
 
 
 # --- liars ------------------------------------------------------------------------------
