@@ -49,9 +49,7 @@ def main(url: str) -> int:
         local = get("http://" + url.removeprefix("supernode://"), unverified())
         return local or superlink_reachable()
     ca_file = os.getenv("HEALTHCHECK_CA_FILE")
-    context = ssl.create_default_context(cafile=ca_file)
-    if not ca_file:
-        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    context = ssl.create_default_context(cafile=ca_file) if ca_file else unverified()
     if url.startswith("any://"):
         try:
             return get("https://" + url.removeprefix("any://"), context)

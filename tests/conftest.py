@@ -89,3 +89,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def server_identity(run_id: int):
+    """Flower's task identity as a ServerApp has it (Messages need a run ID), and JSON logging;
+    restored afterwards. Use as a generator fixture: `yield from server_identity(RUN_ID)`."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from app.logging import configure_logging
+
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, 0, 1
+    configure_logging("json", "INFO")
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved

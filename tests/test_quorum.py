@@ -6,20 +6,14 @@ import time
 
 import pytest
 from flwr.app import Error, Message, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
-from app.logging import configure_logging
 from app.quorum import NO_REPLY, QuorumGrid, RunFailed, WaitPolicy, wait_for_nodes
-from tests.conftest import json_lines
+from tests.conftest import json_lines, server_identity
 
 
 @pytest.fixture(autouse=True)
-def server_identity():
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 7, 0, 1
-    configure_logging("json", "INFO")
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+def identity():
+    yield from server_identity(7)
 
 
 class ScriptedGrid:

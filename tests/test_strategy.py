@@ -5,13 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
-from app.logging import configure_logging
 from app.metadata import EvaluateProcessMetadata, TrainProcessMetadata, to_config_record
 from app.quorum import RunFailed
 from app.strategy import STRATEGIES, ScreenedFedAdagrad, ScreenedStrategy, build_strategy
-from tests.conftest import json_lines
+from tests.conftest import json_lines, server_identity
 
 RUN_ID = 4242
 EXPECTED = {"train": ("train_loss",), "evaluate": ("eval_loss", "eval_acc")}
@@ -29,12 +27,8 @@ class FakeGrid:
 
 
 @pytest.fixture(autouse=True)
-def server_identity():
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = RUN_ID, 0, 1
-    configure_logging("json", "INFO")
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+def identity():
+    yield from server_identity(RUN_ID)
 
 
 def instruction(node_id, phase="train"):

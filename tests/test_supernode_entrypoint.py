@@ -4,7 +4,6 @@ for flower-supernode: it must end a Flower that gave up, and never wait on Flowe
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 import time
 
