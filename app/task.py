@@ -1,19 +1,23 @@
 """The model, the data and the local training and evaluation loops.
 
-Data: scikit-learn's bundled `load_digits` (1,797 8x8 images of digits 0-9), which
-ships inside the scikit-learn wheel, so nothing is downloaded at run time. A fixed
-fifth of it is the server's held-out test set; the rest is split among SuperNodes.
+Data: scikit-learn's digits (1,797 8x8 images of digits 0-9), shipped inside the
+app as app/data/digits.json (59 kB; scripts/make_digits_data.py), so nothing is
+downloaded, and nothing but numpy is imported, to read it. A fixed fifth of it is
+the server's held-out test set; the rest is split among SuperNodes.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import time
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -26,6 +30,7 @@ TRAIN_METRICS = ("train_loss",)
 EVALUATE_METRICS = ("eval_loss", "eval_acc")
 TEST_FRACTION = 0.2  # of the whole data set, held out for the server
 VALIDATION_EVERY = 5  # every 5th sample of a partition is its local validation set
+DIGITS_FILE = Path(__file__).resolve().parent / "data" / "digits.json"
 
 
 class Net(nn.Module):
@@ -64,11 +69,21 @@ class Split:
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
 
 
+def _unpack(packed: dict) -> np.ndarray:
+    raw = zlib.decompress(base64.b64decode(packed["zlib_base64"]))
+    return np.frombuffer(raw, dtype=packed["dtype"]).reshape(packed["shape"])
+
+
+def load_digits() -> tuple[np.ndarray, np.ndarray]:
+    """(images as float32 in [0, 1], shape (n, 1, 8, 8); labels as int64)."""
+    document = json.loads(DIGITS_FILE.read_text())
+    images = _unpack(document["images"]).astype(np.float32) / 16.0
+    return images[:, None, :, :], _unpack(document["labels"]).astype(np.int64)
+
+
 @lru_cache(maxsize=4)
 def _train_and_test(seed: int) -> tuple[Split, Split]:
-    digits = load_digits()
-    images = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
-    labels = digits.target.astype(np.int64)
+    images, labels = load_digits()
     order = np.random.default_rng(seed).permutation(len(labels))
     n_test = int(len(labels) * TEST_FRACTION)
     test, train = order[:n_test], order[n_test:]

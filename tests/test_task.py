@@ -67,3 +67,23 @@ def test_training_lowers_the_loss_and_reports_metadata():
     assert after < before and accuracy > 0.2
     assert list(meta.training_losses) == ["epoch_1", "epoch_2", "epoch_3"]
     assert meta.training_losses["epoch_3"] == loss and meta.training_time > 0 and timing.evaluation_time > 0
+
+
+def test_the_shipped_digits_are_scikit_learns():
+    from sklearn.datasets import load_digits  # dev extra only: the app never imports it
+
+    images, labels = task.load_digits()
+    reference = load_digits()
+    assert images.shape == (1797, 1, 8, 8) and images.dtype == np.float32
+    np.testing.assert_array_equal(images[:, 0], (reference.images / 16.0).astype(np.float32))
+    np.testing.assert_array_equal(labels, reference.target)
+
+
+def test_the_app_imports_neither_scikit_learn_nor_scipy():
+    from tests.conftest import run_python
+
+    result = run_python("import sys, app.client_app, app.server_app; "
+                        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')))",
+                        LOG_FORMAT="console")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
