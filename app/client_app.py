@@ -50,6 +50,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     _, valset = _local_data(context)
     loss, accuracy, meta = task.evaluate(net, valset)
     record_name, record = to_config_record(meta)
+    log.info("local_evaluate_done", run_id=context.run_id, examples=len(valset), eval_loss=loss, eval_acc=accuracy)
     content = RecordDict(
         {
             "metrics": MetricRecord({"eval_loss": loss, "eval_acc": accuracy, "num-examples": len(valset)}),

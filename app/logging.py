@@ -99,14 +99,23 @@ def install_startup_hook() -> None:
     except ValueError as exc:  # a bad LOG_FORMAT/LOG_LEVEL: say what to fix, carry on with defaults
         configure_logging("json", "INFO")
         get_logger("app.logging").error("logging_config_invalid", error=str(exc))
-    # Flower loads the app from the FAB it received (its folder goes first on
-    # sys.path), but only if `app` is not imported yet. Forget this installed copy
-    # so that the code of the submitted run, not the image's, is what runs.
+    forget_installed_app()
+    guard_program_output()
+
+
+def forget_installed_app() -> None:
+    """Flower loads the app from the FAB it received (its folder goes first on
+    sys.path), but only if `app` is not imported yet. Forget this installed copy
+    so that the code of the submitted run, not the image's, is what runs."""
     for name in [n for n in sys.modules if n == "app" or n.startswith("app.")]:
         del sys.modules[name]
-    # Whatever else a Flower program prints (print() in its code, a banner) must
-    # not break the JSON Lines of a container's output. Only Flower's programs are
-    # guarded (not pytest, not pip), and never a terminal.
+
+
+def guard_program_output() -> None:
+    """Whatever else a Flower program prints (print() in its code, a banner) must
+    not break the JSON Lines of a container's output. Only Flower's programs are
+    guarded (not pytest, not pip), and never a terminal. Also called by a ClientApp
+    forked from the warm launcher (docker/clientapp_forkserver.py), once it has its argv."""
     program = os.path.basename(sys.argv[0]) if getattr(sys, "argv", None) else ""
     if os.getenv("LOG_FORMAT", "json").lower() == "json" and program.startswith(("flower-", "flwr")):
         for name in ("stdout", "stderr"):

@@ -43,7 +43,7 @@ class WaitPolicy:
     min_replies: int = 1
     round_timeout: float = 300.0
     straggler_timeout: float = 10.0
-    poll_interval: float = 0.5
+    poll_interval: float = 0.2
 
 
 def wait_for_nodes(grid: Grid, *, wanted: int, quorum: int, timeout: float, run_id: int,

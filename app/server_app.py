@@ -64,7 +64,8 @@ def strategy_from(config, run_id: int):
 
 def wait_policy(config) -> WaitPolicy:
     return WaitPolicy(min_replies=int(config["min-replies"]), round_timeout=float(config["round-timeout"]),
-                      straggler_timeout=float(config["straggler-timeout"]))
+                      straggler_timeout=float(config["straggler-timeout"]),
+                      poll_interval=float(config["poll-interval"]))
 
 
 @app.main()

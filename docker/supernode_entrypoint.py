@@ -26,6 +26,10 @@ process lives on, silent. This process passes Flower's lines through, and on
 either sign it stops Flower and exits 1, so the restart policy starts a fresh
 SuperNode that rejoins with the same key. It also writes what the health probe
 needs to reach the SuperLink (healthcheck.py `supernode://`).
+
+Before Flower, it starts the fork server that gives ClientApps a warm start
+(docker/clientapp_forkserver.py; CLIENTAPP_FORKSERVER=off for none), and keeps it
+running.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from app.logging import get_logger
@@ -219,6 +224,55 @@ def supervise(command: list[str]) -> int:
     return code
 
 
+class ForkServer:
+    """The fork server behind the image's warm `flwr-clientapp`, restarted if it dies.
+
+    Without it, the launcher starts Flower's own executable: a ClientApp then pays
+    its imports again (seconds), nothing else changes.
+    """
+
+    SCRIPT = Path(__file__).with_name("clientapp_forkserver.py")
+    SOCKET = Path(os.getenv("CLIENTAPP_FORKSERVER_SOCKET", "/tmp/flowerdock-clientapp.sock"))
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen | None = None
+        self.stopping = False
+
+    def start(self, ready_within: float = 60.0) -> None:
+        self._spawn()
+        deadline = time.monotonic() + ready_within
+        while not self.SOCKET.exists() and self.process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not self.SOCKET.exists():
+            log.warning("forkserver_not_ready", waited_s=ready_within,
+                        hint="starting the SuperNode anyway; ClientApps start cold until it is")
+        threading.Thread(target=self._keep_running, daemon=True).start()
+
+    def _spawn(self) -> None:
+        # A session of its own: stopping it ends the ClientApps it forked, too.
+        self.process = subprocess.Popen([sys.executable, str(self.SCRIPT), "--socket", str(self.SOCKET)],
+                                        start_new_session=True)
+
+    def _keep_running(self) -> None:
+        while True:
+            code = self.process.wait()
+            if self.stopping:
+                return
+            log.error("forkserver_exited", exit_code=code, hint="restarting it; meanwhile ClientApps start cold")
+            time.sleep(1)
+            if self.stopping:
+                return
+            self._spawn()
+
+    def stop(self) -> None:
+        self.stopping = True
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def main() -> None:
     try:
         try:
@@ -235,7 +289,14 @@ def main() -> None:
     command = ["flower-supernode", "--isolation", "subprocess",
                "--node-config", f"partition-id={number} num-partitions={partitions}", *arguments]
     write_health_target(arguments)
-    sys.exit(supervise(command))
+    fork_server = ForkServer()
+    if os.getenv("CLIENTAPP_FORKSERVER", "on").lower() != "off":
+        fork_server.start()
+    try:
+        code = supervise(command)
+    finally:
+        fork_server.stop()
+    sys.exit(code)
 
 
 if __name__ == "__main__":
