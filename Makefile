@@ -10,7 +10,7 @@ export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: install images federation federation-aggregated simulation-docker report test test-fast simulation bench bench-federation bench-simulation bench-faults constraints clean
+.PHONY: install images federation federation-aggregated simulation-docker report test test-fast simulation bench bench-round bench-simulation bench-faults constraints clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -52,8 +52,8 @@ simulation: install  ## `flwr run .` in Flower's simulation runtime: 10 virtual 
 bench: install
 	LOG_FORMAT=off $(BIN)/python scripts/bench_metadata.py
 
-bench-federation: install images
-	$(BIN)/python scripts/bench_federation.py
+bench-round: install images  ## round time in Docker vs plain processes vs Flower's floor, and where it goes
+	$(BIN)/python scripts/bench_round.py
 
 bench-simulation: install images
 	$(BIN)/python scripts/bench_simulation.py

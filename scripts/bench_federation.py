@@ -3,7 +3,7 @@
 Both runs: 3 SuperNodes (subprocess isolation), a SuperLink in process isolation
 with a separate SuperExec for the ServerApp, 3 rounds, every node in every round;
 both with TLS, SuperNode authentication and the SuperExec secret.
-Round time = time between consecutive `global_evaluation` events of the ServerApp.
+Round time = time between the starts of consecutive rounds (Flower's `[ROUND n/N]` lines).
 Usage (images built, e.g. by `make images`):  .venv/bin/python scripts/bench_federation.py
 """
 
@@ -25,25 +25,35 @@ NODES, ROUNDS, PORT = 3, 3, 18000
 RUN_CONFIG = f"num-server-rounds={ROUNDS} min-nodes={NODES} fraction-train=1.0 fraction-evaluate=1.0"
 
 
-def round_times(lines: list[str]) -> list[float]:
-    stamps = []
+def events(lines: list[str]) -> list[dict]:
+    """The JSON lines among lines, each with its timestamp as seconds ("t")."""
+    parsed = []
     for line in lines:
         try:
             event = json.loads(line)
-        except ValueError:
+            event["t"] = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+        except (ValueError, KeyError, TypeError, AttributeError):
             continue
-        if event.get("event") == "global_evaluation":
-            stamps.append(datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp())
+        parsed.append(event)
+    return parsed
+
+
+def round_times(lines: list[str]) -> list[float]:
+    """Seconds between the starts of consecutive rounds (Flower's "[ROUND n/N]" lines)."""
+    stamps = [e["t"] for e in events(lines) if str(e.get("event", "")).startswith("[ROUND ")]
     return [b - a for a, b in zip(stamps, stamps[1:])]
 
 
-def in_docker() -> tuple[list[float], float]:
-    return compose_run("flowerdock-bench", [], {"NUM_SUPERNODES": str(NODES), "NUM_ROUNDS": str(ROUNDS)}, "serverapp")
+def in_docker(logs: dict[str, list[str]] | None = None, rounds: int = ROUNDS) -> tuple[list[float], float]:
+    return compose_run("flowerdock-bench", [], {"NUM_SUPERNODES": str(NODES), "NUM_ROUNDS": str(rounds)},
+                       "serverapp", logs)
 
 
-def compose_run(project: str, files: list[str], knobs: dict[str, str], log_service: str) -> tuple[list[float], float]:
+def compose_run(project: str, files: list[str], knobs: dict[str, str], log_service: str,
+                logs: dict[str, list[str]] | None = None) -> tuple[list[float], float]:
     """`up` a compose project until its `submit` service ends: round times from
-    log_service's log, and the time from `up` to the end."""
+    log_service's log, and the time from `up` to the end. logs, if given,
+    receives every container's lines by container name."""
     env = {**os.environ, **knobs}
     compose = ["docker", "compose", "-p", project, *(arg for f in files for arg in ("-f", f))]
     try:
@@ -53,13 +63,21 @@ def compose_run(project: str, files: list[str], knobs: dict[str, str], log_servi
         total = time.monotonic() - start
         container = subprocess.run([*compose, "ps", "-a", "-q", log_service], cwd=ROOT, env=env,
                                    capture_output=True, text=True).stdout.strip()
-        logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True).stdout
-        return round_times(logs.splitlines()), total
+        if logs is not None:
+            for name in subprocess.run([*compose, "ps", "-a", "--format", "{{.Name}}"], cwd=ROOT, env=env,
+                                       capture_output=True, text=True).stdout.split():
+                logs[name] = subprocess.run(["docker", "logs", name], capture_output=True,
+                                            text=True).stdout.splitlines()
+        lines = subprocess.run(["docker", "logs", container], capture_output=True, text=True).stdout
+        return round_times(lines.splitlines()), total
     finally:
         subprocess.run([*compose, "down", "-v", "--timeout", "5"], cwd=ROOT, env=env, capture_output=True)
 
 
-def as_processes() -> tuple[list[float], float]:
+def as_processes(app: Path = ROOT, run_config: str = RUN_CONFIG,
+                 logs: dict[str, list[str]] | None = None) -> tuple[list[float], float]:
+    """The federation as plain processes on this host (Flower's own flwr-clientapp:
+    a cold start per message). logs, if given, receives every process's lines."""
     home = Path(tempfile.mkdtemp(prefix="flowerdock-bench-"))
     certs = home / "certs"
     subprocess.run([sys.executable, str(ROOT / "certs/make_certs.py"), "init", "--out", str(certs),
@@ -74,7 +92,8 @@ def as_processes() -> tuple[list[float], float]:
     serverapp_log = home / "serverapp.log"
     procs = []
     try:
-        def start(args, out=subprocess.DEVNULL):
+        def start(args, out=None):
+            out = out or (home / f"{args[0]}-{len(procs)}.log").open("w")
             procs.append(subprocess.Popen([str(bin_dir / args[0]), *args[1:]], env=env, stdout=out,
                                           stderr=subprocess.STDOUT, cwd=home))
         server = certs / "server"
@@ -95,9 +114,12 @@ def as_processes() -> tuple[list[float], float]:
                    "--auth-supernode-private-key", str(node / "supernode.key"), "--port", str(19100 + n),
                    "--node-config", f"partition-id={n} num-partitions={NODES}"])
         begin = time.monotonic()
-        subprocess.run([str(bin_dir / "flwr"), "run", str(ROOT), "bench", "--stream", "--run-config", RUN_CONFIG],
+        subprocess.run([str(bin_dir / "flwr"), "run", str(app), "bench", "--stream", "--run-config", run_config],
                        env=env, check=True, capture_output=True, cwd=home, timeout=900)
         total = time.monotonic() - begin
+        if logs is not None:
+            for path in home.glob("*.log"):
+                logs[path.stem] = path.read_text().splitlines()
         return round_times(serverapp_log.read_text().splitlines()), total
     finally:
         for p in reversed(procs):

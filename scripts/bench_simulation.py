@@ -3,7 +3,7 @@
 
 Both: SIM_NODES virtual SuperNodes (default 1000), SIM_SAMPLED per round (25),
 SIM_ROUNDS rounds (3), one CPU per ClientApp, every round sampling from all nodes.
-Round time = time between consecutive `global_evaluation` events of the ServerApp
+Round time = time between the starts of consecutive rounds (Flower's `[ROUND n/N]` lines) of the ServerApp
 (round 0 is the initial model's evaluation, so round 1 is counted too).
 Usage (images built):  .venv/bin/python scripts/bench_simulation.py
 """
