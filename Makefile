@@ -10,7 +10,7 @@ export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: install images federation federation-aggregated simulation-docker report test test-fast simulation bench bench-round bench-simulation bench-faults constraints clean
+.PHONY: install images federation federation-aggregated simulation-docker report test test-fast simulation bench bench-round bench-model-size bench-simulation bench-faults constraints clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -54,6 +54,9 @@ bench: install
 
 bench-round: install images  ## round time in Docker vs plain processes vs Flower's floor, and where it goes
 	$(BIN)/python scripts/bench_round.py
+
+bench-model-size: install images  ## round time, bytes on the wire, peak memory for 1, 10, 100 MiB more model
+	$(BIN)/python scripts/bench_model_size.py
 
 bench-simulation: install images
 	$(BIN)/python scripts/bench_simulation.py

@@ -19,7 +19,7 @@ log = get_logger("app.client")
 def train(msg: Message, context: Context) -> Message:
     """Train the received model locally."""
     config = context.run_config
-    net = _received_model(msg)
+    net = _received_model(msg, context)
     trainset, _ = _local_data(context)
     loss, meta = task.train(
         net,
@@ -46,7 +46,7 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the received model on the local validation split."""
-    net = _received_model(msg)
+    net = _received_model(msg, context)
     _, valset = _local_data(context)
     loss, accuracy, meta = task.evaluate(net, valset)
     record_name, record = to_config_record(meta)
@@ -60,8 +60,8 @@ def evaluate(msg: Message, context: Context) -> Message:
     return Message(content=content, reply_to=msg)
 
 
-def _received_model(msg: Message) -> task.Net:
-    net = task.Net()
+def _received_model(msg: Message, context: Context) -> task.Net:
+    net = task.Net(float(context.run_config["extra-model-mb"]))
     net.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     return net
 

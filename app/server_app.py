@@ -81,9 +81,10 @@ def run(grid: Grid, context: Context) -> None:
     config, run_id = context.run_config, context.run_id
     strategy = strategy_from(config, run_id)
     test_set = task.load_test_set(int(config["seed"]))
+    extra_mb = float(config["extra-model-mb"])
 
     def evaluate_global(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        net = task.Net()
+        net = task.Net(extra_mb)
         net.load_state_dict(arrays.to_torch_state_dict())
         loss, accuracy, _ = task.evaluate(net, test_set)
         log.info("global_evaluation", run_id=run_id, server_round=server_round,
@@ -94,7 +95,7 @@ def run(grid: Grid, context: Context) -> None:
     rounds = int(config["num-server-rounds"])
     result = strategy.start(
         grid=QuorumGrid(grid, wait_policy(config)),
-        initial_arrays=ArrayRecord(task.Net().state_dict()),
+        initial_arrays=ArrayRecord(task.Net(extra_mb).state_dict()),
         num_rounds=rounds,
         timeout=float(config["round-timeout"]),
         evaluate_fn=evaluate_global,

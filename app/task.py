@@ -34,10 +34,17 @@ DIGITS_FILE = Path(__file__).resolve().parent / "data" / "digits.json"
 
 
 class Net(nn.Module):
-    """A small CNN for 8x8 grey-scale digits."""
+    """A small CNN for 8x8 grey-scale digits.
 
-    def __init__(self) -> None:
+    extra_mb > 0 adds that many megabytes (MiB) of zeros to the model as a buffer:
+    shipped, screened and aggregated like the weights, never trained. It measures
+    how a round scales with the model's size (run config `extra-model-mb`).
+    """
+
+    def __init__(self, extra_mb: float = 0.0) -> None:
         super().__init__()
+        if extra_mb > 0:
+            self.register_buffer("extra", torch.zeros(int(extra_mb * 2**20) // 4))
         self.features = nn.Sequential(
             nn.Conv2d(1, 16, kernel_size=3, padding=1),
             nn.ReLU(),

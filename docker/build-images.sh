@@ -2,7 +2,7 @@
 # Builds the SuperLink, SuperNode and ServerApp images, with or without a
 # container registry:
 #   1. Compose v2 and buildx (installed from Debian's packages if missing);
-#   2. the wheelhouse, fetched on the host (docker/wheelhouse.sh);
+#   2. the wheelhouse, fetched on the host (docker/wheelhouse.sh; TORCH=cuda adds PyPI's torch);
 #   3. the base image: $BASE_IMAGE if it is here or can be pulled, else one made
 #      from Debian packages (docker/base/build.sh);
 #   4. docker compose build.
@@ -15,12 +15,13 @@ started=$SECONDS
 step "Docker Compose v2 and buildx"
 docker/install-compose.sh
 
-step "wheels (build/wheelhouse, build/app-wheel)"
-docker/wheelhouse.sh
+torch=${TORCH:-$(sed -n 's/^TORCH=//p' .env)}
+step "wheels (build/wheelhouse, build/app-wheel), torch: $torch"
+TORCH=$torch docker/wheelhouse.sh
 
 step "base image"
 base=${BASE_IMAGE:-$(sed -n 's/^BASE_IMAGE=//p' .env)}
-local_base=flowerdock/python:3.11-bookworm
+local_base=flowerdock/debian:trixie-python3
 if docker image inspect "$base" >/dev/null 2>&1 || docker pull -q "$base" >/dev/null 2>&1; then
   echo "using $base"
 else
@@ -30,9 +31,10 @@ else
 fi
 
 step "images (docker compose build)"
-BASE_IMAGE=$base docker compose --progress=quiet build
-BASE_IMAGE=$base docker compose --progress=quiet -f docker/compose.server.yaml build gateway
-BASE_IMAGE=$base docker compose --progress=quiet -f docker/compose.simulation.yaml build superlink
-BASE_IMAGE=$base docker compose --progress=quiet -f docker/compose.aggregator.yaml build aggregator
+export BASE_IMAGE=$base TORCH=$torch
+docker compose --progress=quiet build
+docker compose --progress=quiet -f docker/compose.server.yaml build gateway
+docker compose --progress=quiet -f docker/compose.simulation.yaml build superlink
+docker compose --progress=quiet -f docker/compose.aggregator.yaml build aggregator
 docker image ls 'flowerdock/*' --format '{{.Repository}}:{{.Tag}}\t{{.Size}}'
 step "done in $((SECONDS - started)) s"

@@ -71,11 +71,31 @@ def test_compose_federation_runs_to_the_end(federation):
     assert len(registered) == len(activated) == NODES
     [outcome] = [e for e in fed.logs("submit") if e["event"] == "run_outcome"]
     assert outcome["status"] == "finished:completed"
+    # Every message ran in a ClientApp forked warm (docker/clientapp_forkserver.py), none cold.
+    node_events = [e["event"] for e in fed.logs("supernode")]
+    assert node_events.count("forkserver_ready") == NODES and "clientapp_cold_start" not in node_events
+    assert node_events.count("Start `flwr-clientapp` process") == NODES * ROUNDS * 2
+
+
+def test_the_cpu_images_train_with_torch_built_without_cuda(images):
+    probe = """
+import glob, torch
+assert torch.version.cuda is None and not torch.backends.cuda.is_built(), torch.__config__.show()
+libraries = glob.glob("/usr/lib/**/libcud*", recursive=True) + glob.glob("/opt/venv/**/nvidia", recursive=True)
+assert not libraries, libraries
+net = torch.nn.Linear(4, 2)
+net(torch.ones(8, 4)).sum().backward()
+assert net.weight.grad is not None
+print(torch.__version__)
+"""
+    for image in ("flowerdock/supernode:1.0.0-cpu", "flowerdock/serverapp:1.0.0-cpu"):
+        result = sh("docker", "run", "--rm", "--entrypoint", "python3", image, "-c", probe, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_a_supernode_without_its_partition_stops_with_a_clear_error(images):
     result = sh("docker", "run", "--rm", "-e", "NUM_PARTITIONS=3", "-e", "PARTITION_ID=7",
-                "flowerdock/supernode:1.0.0", check=False, timeout=120)
+                "flowerdock/supernode:1.0.0-cpu", check=False, timeout=120)
     assert result.returncode == 2
     [event] = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     assert event["event"] == "supernode_config_invalid" and "outside 0..2" in event["error"]

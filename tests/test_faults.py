@@ -126,17 +126,28 @@ def three_nodes(images):
     yield from running(3)
 
 
-def kill_flower_process(container: str) -> None:
-    """SIGKILL the SuperNode's Flower process, as a crash would (the container lives on)."""
-    sh("docker", "exec", container, "python3", "-c", """
+def kill_process(container: str, program: str) -> None:
+    """SIGKILL the process running `program` (its argv[0] or argv[1]), as a crash would;
+    not its children that run the same program (the fork server's ClientApps)."""
+    sh("docker", "exec", container, "python3", "-c", f"""
 import os, signal
+matches = {{}}
 for pid in os.listdir("/proc"):
     if pid.isdigit():
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
+        with open(f"/proc/{{pid}}/cmdline", "rb") as f:
             argv = f.read().split(b"\\0")
-        if argv and argv[0].endswith(b"flower-supernode") or (len(argv) > 1 and argv[1].endswith(b"flower-supernode")):
-            os.kill(int(pid), signal.SIGKILL)
+        if any(arg.endswith({program.encode()!r}) for arg in argv[:2]):
+            with open(f"/proc/{{pid}}/stat") as f:
+                matches[int(pid)] = int(f.read().rsplit(")", 1)[1].split()[1])
+for pid, parent in matches.items():
+    if parent not in matches:
+        os.kill(pid, signal.SIGKILL)
 """)
+
+
+def kill_flower_process(container: str) -> None:
+    """SIGKILL the SuperNode's Flower process (the container lives on)."""
+    kill_process(container, "flower-supernode")
 
 
 def test_lost_nodes_never_stall_a_run_and_come_back(three_nodes):
@@ -207,6 +218,33 @@ def test_a_run_past_its_deadline_is_stopped(three_nodes):
                          "submit", "ls", "deployment", "--run-id", exceeded["run_id"], "--format", "json").stdout
     [run] = json.loads(listed[listed.index("{"):])["runs"]
     assert run["status"] == "finished:stopped"
+
+
+def container_events(container: str, event: str) -> list[dict]:
+    out = sh("docker", "logs", container)
+    return [json.loads(l) for l in (out.stdout + out.stderr).splitlines() if f'"event": "{event}"' in l]
+
+
+def test_a_dead_fork_server_costs_speed_not_replies(three_nodes):
+    fed = three_nodes
+    container = fed.container(2)
+    ready_before = len(container_events(container, "forkserver_ready"))
+    run = fed.submit("num-server-rounds=3 fraction-train=1.0 fraction-evaluate=1.0", background=True)
+    try:
+        fed.wait_for(lambda e: e["event"] == "run_started" and e["config"]["num-server-rounds"] == 3,
+                     what="the run's start")
+        kill_process(container, "clientapp_forkserver.py")  # the warm launcher's server, mid-run
+        output, _ = run.communicate(timeout=600)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, output[-3000:]
+    run_id = json.loads([l for l in output.splitlines() if '"run_outcome"' in l][0])["run_id"]
+    statuses = {line["status"] for line in client_rounds(fed.events(run_id)).values()}
+    assert statuses == {"ok"}, fed.timeline()
+    # The entrypoint saw it die and started another; the container itself never restarted.
+    assert container_events(container, "forkserver_exited")
+    assert len(container_events(container, "forkserver_ready")) > ready_before
 
 
 # --- liars ------------------------------------------------------------------------------

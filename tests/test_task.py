@@ -87,3 +87,12 @@ def test_the_app_imports_neither_scikit_learn_nor_scipy():
                         LOG_FORMAT="console")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_extra_model_megabytes_are_shipped_but_never_trained():
+    net = task.Net(extra_mb=2)
+    assert net.state_dict()["extra"].numel() * 4 == 2 * 2**20
+    trainset, _ = task.load_partition(0, 4, partitioning="iid", alpha=0.5, seed=1)
+    task.train(net, trainset, epochs=1, lr=0.1, batch_size=32, tolerance=0.01, seed=1)
+    assert not net.state_dict()["extra"].any()
+    assert "extra" not in task.Net().state_dict()

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Builds the base image from Debian packages alone, for hosts with no container
 # registry (air-gapped sites, and this project's CI): debootstrap a minimal
-# Debian bookworm with its Python 3.11, then `docker import` it.
+# Debian trixie with its Python 3.13, then `docker import` it. It is what
+# debian:trixie-slim (the Dockerfile's default base) is, plus python3.
 #
-#   docker/base/build.sh [TAG]        (default: flowerdock/python:3.11-bookworm)
+#   docker/base/build.sh [TAG]        (default: flowerdock/debian:trixie-python3)
 #
 # Needs root (debootstrap) and an apt mirror (DEBIAN_MIRROR). With a registry,
-# skip this: the Dockerfile's default base is python:3.11-slim-bookworm.
+# skip this: the Dockerfile's default base is debian:trixie-slim.
 set -euo pipefail
-tag=${1:-flowerdock/python:3.11-bookworm}
-suite=${DEBIAN_SUITE:-bookworm}
+tag=${1:-flowerdock/debian:trixie-python3}
+suite=${DEBIAN_SUITE:-trixie}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 if docker image inspect "$tag" >/dev/null 2>&1; then
@@ -29,7 +30,16 @@ trap 'rm -rf "$rootfs"' EXIT
 echo "debootstrap $suite from $mirror into $rootfs"
 debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
   "$suite" "$rootfs" "$mirror" >/dev/null
-# What a container never needs: package lists and caches, docs, man pages, locales.
+# What a container never needs: package lists and caches, docs, man pages, locales;
+# nor do packages installed later (dpkg leaves them out, as in Debian's slim images).
+cat > "$rootfs/etc/dpkg/dpkg.cfg.d/flowerdock-slim" <<'EOF'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+path-exclude /usr/share/lintian/*
+EOF
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb \
   "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* "$rootfs"/usr/share/locale/*
 
