@@ -3,10 +3,10 @@
 The Flower tutorial sends this object with `pickle`, which runs arbitrary code on
 load. Here the bytes come from other organisations' machines, so `decode` treats
 every payload as hostile: it caps the size before decoding and the nesting depth
-while decoding, refuses every CBOR semantic tag (no object is ever built from a
-tag), and then checks a strict schema: exact field names and types, finite
-numbers, sane sizes, and a schema version so that a newer server can still read
-an older client.
+while decoding, refuses every CBOR semantic tag as soon as its number is read (no
+object is ever built from a tag), and then checks a strict schema: exact field
+names and types, finite numbers, sane sizes, and a schema version so that a newer
+server can still read an older client.
 
 Public API: `encode(meta) -> bytes`, `decode(data, kind) -> meta`, `MetadataError`,
 and `to_config_record` / `from_content` for carrying it in a Message.
@@ -15,23 +15,17 @@ and `to_config_record` / `from_content` for carrying it in a Message.
 from __future__ import annotations
 
 import io
-import math
-from dataclasses import asdict, dataclass, fields
+import re
+import threading
+from dataclasses import dataclass, fields
+from math import isfinite
 from typing import Any, TypeVar
 
 import cbor2
 from flwr.app import ConfigRecord, RecordDict
 
-__all__ = [
-    "EvaluateProcessMetadata",
-    "MetadataError",
-    "SCHEMA_VERSION",
-    "TrainProcessMetadata",
-    "decode",
-    "encode",
-    "from_content",
-    "to_config_record",
-]
+__all__ = ["EvaluateProcessMetadata", "MetadataError", "SCHEMA_VERSION", "TrainProcessMetadata", "decode", "encode",
+           "from_content", "to_config_record"]
 
 # Version 1 is the first and only layout. When a field changes, bump this, keep
 # a reader for every older version in `_READERS`, and old clients keep working.
@@ -61,9 +55,7 @@ class TrainProcessMetadata:
     KIND = "train"
 
     def __post_init__(self) -> None:
-        _check_seconds("training_time", self.training_time)
-        _check_type("converged", self.converged, bool)
-        _check_losses(self.training_losses)
+        _check_train(self.training_time, self.converged, self.training_losses)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,27 +72,44 @@ class EvaluateProcessMetadata:
 
 Metadata = TrainProcessMetadata | EvaluateProcessMetadata
 M = TypeVar("M", TrainProcessMetadata, EvaluateProcessMetadata)
+PAYLOAD_KEY = "meta"  # the ConfigRecord entry that holds the encoded payload
+RECORD_NAMES = {TrainProcessMetadata: "train_metadata", EvaluateProcessMetadata: "evaluate_metadata"}
 
 
 def encode(meta: Metadata) -> bytes:
-    """Serialise metadata to CBOR (deterministic: canonical key order)."""
-    if not isinstance(meta, (TrainProcessMetadata, EvaluateProcessMetadata)):
+    """Serialise metadata to CBOR, deterministically: canonical key order, 64-bit floats."""
+    # Keys in canonical order by hand (shorter first): cbor2's canonical=True sorts slowly.
+    if isinstance(meta, TrainProcessMetadata):
+        payload = {"kind": meta.KIND, "version": SCHEMA_VERSION, "converged": meta.converged,
+                   "training_time": meta.training_time, "training_losses": _canonical(meta.training_losses)}
+    elif isinstance(meta, EvaluateProcessMetadata):
+        payload = {"kind": meta.KIND, "version": SCHEMA_VERSION, "evaluation_time": meta.evaluation_time}
+    else:
         raise MetadataError(f"cannot encode {type(meta).__name__}: not a metadata type")
-    payload = {"version": SCHEMA_VERSION, "kind": meta.KIND, **asdict(meta)}
-    data = cbor2.dumps(payload, canonical=True)
+    data = cbor2.dumps(payload)
     if len(data) > MAX_PAYLOAD_BYTES:
         raise MetadataError(f"encoded metadata is {len(data)} bytes, over the {MAX_PAYLOAD_BYTES}-byte cap")
     return data
 
 
+def _canonical(losses: dict[str, float]) -> dict[str, float]:
+    # Canonical CBOR order: shorter UTF-8 key first, then bytewise. UTF-8 keeps
+    # code-point order, so str order is byte order; for ASCII len() is the UTF-8 length.
+    keys = sorted(losses)
+    keys.sort(key=len if "".join(keys).isascii() else lambda key: len(key.encode()))
+    return losses if keys == list(losses) else {key: losses[key] for key in keys}
+
+
 def decode(data: bytes, kind: type[M] = TrainProcessMetadata) -> M:
     """Parse untrusted bytes into metadata of `kind`, or raise MetadataError."""
-    if not isinstance(data, (bytes, bytearray)):
-        raise MetadataError(f"payload must be bytes, got {type(data).__name__}")
+    if type(data) is not bytes:
+        if not isinstance(data, (bytes, bytearray)):
+            raise MetadataError(f"payload must be bytes, got {type(data).__name__}")
+        data = bytes(data)
     if len(data) > MAX_PAYLOAD_BYTES:
         raise MetadataError(f"payload is {len(data)} bytes, over the {MAX_PAYLOAD_BYTES}-byte cap")
-    payload = _parse_cbor(bytes(data))
-    if not isinstance(payload, dict):
+    payload = _parse_cbor(data)
+    if type(payload) is not dict:
         raise MetadataError(f"payload must be a CBOR map, got {_cbor_type(payload)}")
     version = payload.get("version")
     if type(version) is not int:
@@ -116,18 +125,16 @@ def decode(data: bytes, kind: type[M] = TrainProcessMetadata) -> M:
 
 
 class _RefuseEveryTag(dict):
-    """A `semantic_decoders` table that answers every tag number with a refusal.
-
-    cbor2 decodes many tags by itself (sets, regexes, shared references, big
-    numbers, dates...) before `tag_hook` ever sees them; this table overrides all
-    of them, so no tag reaches an object constructor.
-    """
+    """A `semantic_decoders` table that answers every tag number with a refusal. cbor2
+    decodes many tags itself (sets, regexes, shared references, big numbers, dates...)
+    before `tag_hook` sees them; this table overrides all of them."""
 
     def __missing__(self, tag: int) -> Any:
-        def refuse(_decoder: Any) -> None:  # cbor2 reports it as "error decoding semantic tag N"
+        def refuse(_immutable: bool) -> None:
             raise MetadataError(f"CBOR tag {tag} is not allowed")
-
-        return refuse
+        # cbor2 calls a "shareable" decoder as soon as it reads the tag number, before
+        # it decodes the tagged item: a tag costs no work, and nothing is built from it.
+        return cbor2.shareable_decoder(refuse, name=f"tag {tag}")
 
     def __contains__(self, tag: object) -> bool:
         return True
@@ -136,96 +143,145 @@ class _RefuseEveryTag(dict):
         return self[tag]
 
 
-def _refuse_unknown_tag(_decoder: Any, tag: Any) -> None:
-    raise MetadataError(f"CBOR tag {tag.tag} is not allowed")
+def _refuse_unknown_tag(*_args: Any) -> None:  # a backstop: the table above answers first
+    raise MetadataError("CBOR tags are not allowed")
+
+
+_DECODER_OPTIONS: dict[str, Any] = dict(
+    tag_hook=_refuse_unknown_tag, semantic_decoders=_RefuseEveryTag(), max_depth=MAX_DEPTH,
+    allow_indefinite=False, allow_duplicate_keys=False, strict_hashable_types=True)
+
+
+class _Decoder(threading.local):
+    """One decoder per thread, built once: a new one per call adds a tenth to a small decode.
+    Assigning `fp` empties its read buffer: nothing of an earlier payload is read again."""
+
+    def __init__(self) -> None:
+        self.decoder = cbor2.CBORDecoder(io.BytesIO(), **_DECODER_OPTIONS)
+
+
+_THREAD = _Decoder()
 
 
 def _parse_cbor(data: bytes) -> Any:
     stream = io.BytesIO(data)
+    decoder = _THREAD.decoder
     try:
-        decoder = cbor2.CBORDecoder(
-            stream,
-            tag_hook=_refuse_unknown_tag,
-            semantic_decoders=_RefuseEveryTag(),
-            max_depth=MAX_DEPTH,
-            allow_indefinite=False,
-            allow_duplicate_keys=False,
-            strict_hashable_types=True,
-        )
+        decoder.fp = stream
         value = decoder.decode()
     except Exception as exc:  # cbor2 raises several types; all of them mean "bad bytes"
+        if isinstance(exc.__cause__, MetadataError):  # a refused tag: say which
+            raise exc.__cause__ from None
         raise MetadataError(f"not valid CBOR: {exc}") from None
     if stream.tell() != len(data):
         raise MetadataError(f"{len(data) - stream.tell()} trailing bytes after the CBOR item")
     return value
 
 
+_CBOR_TYPES = {dict: "map", list: "array", str: "text", bytes: "byte string", bool: "bool", int: "integer",
+               float: "float", type(None): "null"}
+
+
 def _cbor_type(value: Any) -> str:
-    names = {dict: "map", list: "array", str: "text", bytes: "byte string", bool: "bool", int: "integer", float: "float"}
-    return names.get(type(value), type(value).__name__) if value is not None else "null"
+    return _CBOR_TYPES.get(type(value)) or type(value).__name__
 
 
 # --- Schema ---------------------------------------------------------------------
+
+_V1_KEYS = {kind: frozenset({"version", "kind", *(f.name for f in fields(kind))}) for kind in RECORD_NAMES}
+_new, _set = object.__new__, object.__setattr__
 
 
 def _read_v1(payload: dict[Any, Any], kind: type[M]) -> M:
     if payload.get("kind") != kind.KIND:
         raise MetadataError(f"expected kind '{kind.KIND}', got {payload.get('kind')!r}")
-    expected = {"version", "kind"} | {f.name for f in fields(kind)}
-    unknown = sorted(str(k) for k in payload.keys() - expected)
-    missing = sorted(expected - payload.keys())
-    if unknown:
-        raise MetadataError(f"unknown field(s): {', '.join(unknown)}")
-    if missing:
-        raise MetadataError(f"missing field(s): {', '.join(missing)}")
-    values = {f.name: payload[f.name] for f in fields(kind)}
-    return kind(**values)  # __post_init__ checks every value
+    if payload.keys() != (expected := _V1_KEYS[kind]):
+        unknown, missing = sorted(str(k) for k in payload.keys() - expected), sorted(expected - payload.keys())
+        raise MetadataError(f"unknown field(s): {', '.join(unknown)}" if unknown else
+                            f"missing field(s): {', '.join(missing)}")
+    return _BUILD_V1[kind](payload)
 
 
+# Checked once, here, then built without __init__: its __post_init__ would check again.
+def _train_v1(payload: dict[str, Any]) -> TrainProcessMetadata:
+    seconds, converged, losses = payload["training_time"], payload["converged"], payload["training_losses"]
+    _check_train(seconds, converged, losses, from_cbor=True)
+    meta = _new(TrainProcessMetadata)
+    _set(meta, "training_time", seconds)
+    _set(meta, "converged", converged)
+    _set(meta, "training_losses", losses)
+    return meta
+
+
+_BUILD_V1 = {TrainProcessMetadata: _train_v1,
+             EvaluateProcessMetadata: lambda payload: EvaluateProcessMetadata(payload["evaluation_time"])}
 _READERS = {1: _read_v1}
 
 
-def _check_type(name: str, value: Any, expected: type) -> None:
-    if type(value) is not expected:
-        raise MetadataError(f"{name} must be {expected.__name__}, got {_cbor_type(value)}")
+def _check_train(training_time: Any, converged: Any, training_losses: Any, from_cbor: bool = False) -> None:
+    _check_seconds("training_time", training_time)
+    if type(converged) is not bool:
+        raise MetadataError(f"converged must be bool, got {_cbor_type(converged)}")
+    if type(training_losses) is not dict:
+        raise MetadataError(f"training_losses must be a map, got {_cbor_type(training_losses)}")
+    if len(training_losses) > MAX_EPOCHS:
+        raise MetadataError(f"training_losses has {len(training_losses)} entries, over the cap of {MAX_EPOCHS}")
+    if len(training_losses) < _BULK_FROM or not _losses_pass_in_bulk(training_losses, from_cbor):
+        _check_each_loss(training_losses)
 
 
 def _check_number(name: str, value: Any) -> float:
-    # Integers are accepted where a float is expected (other encoders may shrink
-    # 2.0 to 2); booleans are not numbers here.
+    # Integers are accepted as floats (other encoders may shrink 2.0 to 2); booleans are not.
     if type(value) not in (float, int):
         raise MetadataError(f"{name} must be a number, got {_cbor_type(value)}")
-    if not math.isfinite(value):
+    if not isfinite(value):
         raise MetadataError(f"{name} must be finite, got {value}")
     return float(value)
 
 
 def _check_seconds(name: str, value: Any) -> None:
+    if type(value) is float and 0.0 <= value <= MAX_SECONDS:  # the common case; NaN fails it too
+        return
     seconds = _check_number(name, value)
     if not 0.0 <= seconds <= MAX_SECONDS:
         raise MetadataError(f"{name} must be between 0 and {MAX_SECONDS:.0f} seconds, got {seconds}")
 
 
-def _check_losses(losses: Any) -> None:
+# Newline-joined keys, each 1-64 printable ASCII characters (str.isprintable() on ASCII).
+_ASCII_KEYS = re.compile(rf"[ -~]{{1,{MAX_KEY_CHARS}}}(?:\n[ -~]{{1,{MAX_KEY_CHARS}}})*")
+_BULK_FROM = 16  # entries; a shorter map is checked faster one entry at a time
+
+
+def _losses_pass_in_bulk(losses: dict[Any, Any], from_cbor: bool) -> bool:
+    """True only if every entry is valid (a few C-level passes); on False the loop decides."""
+    keys, values = losses.keys(), losses.values()
+    # cbor2 builds exact str or bytes keys only (strict_hashable_types), and join
+    # refuses bytes; a map built in Python may hold str subclasses: scan for them.
+    if not from_cbor and set(map(type, keys)) != {str}:
+        return False
+    try:
+        joined = "\n".join(keys)
+    except TypeError:
+        return False
+    # The newline count proves no key holds a newline, so the pattern sees each key whole.
+    if not (joined.isascii() and joined.count("\n") == len(losses) - 1 and _ASCII_KEYS.fullmatch(joined)):
+        return False
+    # A sum is finite only if every term is (a finite sum that overflows just costs the loop).
+    return set(map(type, values)) == {float} and isfinite(sum(values))
+
+
+def _check_each_loss(losses: dict[Any, Any]) -> None:
     # A NaN or infinite loss means training diverged: such an update must not be
     # averaged into the global model, so it is refused like any other bad value.
-    if type(losses) is not dict:
-        raise MetadataError(f"training_losses must be a map, got {_cbor_type(losses)}")
-    if len(losses) > MAX_EPOCHS:
-        raise MetadataError(f"training_losses has {len(losses)} entries, over the cap of {MAX_EPOCHS}")
     for key, value in losses.items():
         if type(key) is not str or not 0 < len(key) <= MAX_KEY_CHARS or not key.isprintable():
-            raise MetadataError(
-                f"training_losses keys must be printable text of 1-{MAX_KEY_CHARS} characters, got {key!r:.80}"
-            )
-        _check_number(f"training_losses[{key!r}]", value)
+            raise MetadataError(f"training_losses keys must be printable text of 1-{MAX_KEY_CHARS} characters, "
+                                f"got {key!r:.80}")
+        if type(value) is not float or not isfinite(value):  # a finite float needs nothing more
+            _check_number(f"training_losses[{key!r}]", value)
 
 
 # --- Carrying it in a Message ---------------------------------------------------------
-
-PAYLOAD_KEY = "meta"
-RECORD_NAMES = {TrainProcessMetadata: "train_metadata", EvaluateProcessMetadata: "evaluate_metadata"}
-
 
 def to_config_record(meta: Metadata) -> tuple[str, ConfigRecord]:
     """The (record name, ConfigRecord) pair a ClientApp puts in its reply."""
@@ -235,8 +291,8 @@ def to_config_record(meta: Metadata) -> tuple[str, ConfigRecord]:
 def from_content(content: RecordDict, kind: type[M]) -> M:
     """Find and decode the metadata in a reply's content, or raise MetadataError."""
     name = RECORD_NAMES[kind]
-    record = content.config_records.get(name)
-    if record is None:
+    record = content.get(name)  # not content.config_records, which first copies every ConfigRecord
+    if not isinstance(record, ConfigRecord):
         raise MetadataError(f"reply has no '{name}' ConfigRecord")
     if PAYLOAD_KEY not in record:
         raise MetadataError(f"'{name}' record has no '{PAYLOAD_KEY}' entry")

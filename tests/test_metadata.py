@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import pickle
+import re
+import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import cbor2
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,7 +27,7 @@ from app.metadata import (
     from_content,
     to_config_record,
 )
-from flwr.app import ConfigRecord, RecordDict
+from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
 GOOD = TrainProcessMetadata(training_time=12.5, converged=True, training_losses={"epoch_1": 0.56, "epoch_2": 0.34})
 
@@ -192,3 +197,167 @@ def test_random_cbor_values_are_decoded_or_refused(value):
         decode(cbor2.dumps(value))
     except MetadataError:
         pass
+
+
+# --- the fast paths: large maps, tags, the per-thread decoder ------------------------------
+
+BIG = 40  # entries: above the size where training_losses is checked in bulk
+
+
+def first_fault(losses):
+    """The rule for training_losses, one entry at a time: the phrase decode's refusal must contain."""
+    for key, value in losses.items():
+        if type(key) is not str or not 0 < len(key) <= 64 or not key.isprintable():
+            return "keys must be printable"
+        if type(value) not in (float, int):
+            return f"training_losses[{key!r}] must be a number"
+        if not math.isfinite(value):
+            return f"training_losses[{key!r}] must be finite"
+    return None
+
+
+good_keys = st.text(st.characters(codec="ascii", categories=["L", "N", "P"]), min_size=1, max_size=12)
+any_keys = st.text(max_size=70) | st.binary(max_size=4) | good_keys
+any_values = (st.floats() | st.integers(-2**63, 2**63) | st.booleans() | st.none() | st.text(max_size=3)
+              | st.floats(allow_nan=False, allow_infinity=False))
+
+
+@settings(max_examples=400)
+@given(st.dictionaries(good_keys, finite, min_size=BIG - 5, max_size=BIG + 20),
+       st.lists(st.tuples(any_keys, any_values), max_size=2), st.data())
+def test_large_maps_are_judged_like_the_per_entry_rule(losses, odd_entries, data):
+    items = list(losses.items())
+    for entry in odd_entries:
+        items.insert(data.draw(st.integers(0, len(items))), entry)
+    losses = dict(items)
+    fault = first_fault(losses)
+    raw = cbor2.dumps(payload(training_losses=losses))
+    if fault is None:
+        assert decode(raw).training_losses == losses
+    else:
+        with pytest.raises(MetadataError, match=re.escape(fault)):
+            decode(raw)
+    if all(type(k) is str for k in losses):  # the constructor, on the same map
+        with contextlib.nullcontext() if fault is None else pytest.raises(MetadataError, match=re.escape(fault)):
+            TrainProcessMetadata(1.0, True, losses)
+
+
+@pytest.mark.parametrize("n", [5, BIG, MAX_EPOCHS])
+@pytest.mark.parametrize(("entry", "reason"), [
+    (("e", math.nan), "finite"), (("e", -math.inf), "finite"), (("e", True), "must be a number"),
+    (("e", None), "must be a number"), (("", 0.5), "keys must be printable"),
+    (("x" * 65, 0.5), "keys must be printable"),
+    (("a\nb", 0.5), "keys must be printable"), (("a\tb", 0.5), "keys must be printable"),
+    (("\x7f", 0.5), "keys must be printable"), (("\u200b", 0.5), "keys must be printable"),
+    ((b"e", 0.5), "keys must be printable"),
+])
+def test_a_bad_last_entry_is_found_in_maps_of_any_size(n, entry, reason):
+    losses = {f"epoch_{i}": 1.0 / i for i in range(1, n)} | dict([entry])
+    with pytest.raises(MetadataError, match=reason):
+        decode(cbor2.dumps(payload(training_losses=losses)))
+
+
+@pytest.mark.parametrize("n", [5, BIG])
+def test_unusual_but_valid_large_maps_are_accepted(n):
+    cases = [
+        {f"e{i}": 1e308 for i in range(n)},  # their sum overflows; each value is finite
+        {f"e{i}": i for i in range(n)},  # integers, from an encoder that shrinks 2.0 to 2
+        {f"époque {i}": 0.5 for i in range(n)},  # printable, not ASCII
+        {("x" * 64 if i == 0 else f"e{i}"): 0.5 for i in range(n)},  # a key of the longest length allowed
+    ]
+    for losses in cases:
+        assert decode(cbor2.dumps(payload(training_losses=losses))).training_losses == losses
+        assert TrainProcessMetadata(1.0, True, losses).training_losses == losses
+
+
+class Text(str):
+    pass
+
+
+@pytest.mark.parametrize("n", [5, BIG])
+def test_the_constructor_still_wants_exact_types_in_large_maps(n):
+    with pytest.raises(MetadataError, match="keys must be printable"):
+        TrainProcessMetadata(1.0, True, {Text(f"e{i}"): 0.5 for i in range(n)})
+    with pytest.raises(MetadataError, match="must be a number, got float64"):
+        TrainProcessMetadata(1.0, True, {f"e{i}": np.float64(0.5) for i in range(n)})
+
+
+@given(st.integers(0, 2**64 - 1))
+def test_any_tag_number_is_refused_by_name(tag):
+    with pytest.raises(MetadataError, match=f"CBOR tag {tag} is not allowed"):
+        decode(cbor2.dumps(cbor2.CBORTag(tag, 0)))
+
+
+@pytest.mark.parametrize("data", [
+    b"\xc1",  # a tag with nothing after it: refused before its content is read
+    bytes.fromhex("c2") + b"\x5a\xff\xff\xff\xff",  # a bignum declaring 4 GiB of digits
+    cbor2.dumps(payload(training_losses={f"e{i}": 0.5 for i in range(BIG)} | {"z": cbor2.CBORTag(2, b"\x01")})),
+    cbor2.dumps(payload(training_losses={cbor2.CBORTag(1, 0): 0.5})),  # a tagged key
+    cbor2.dumps(payload(kind=cbor2.CBORTag(55799, "train"))),
+])
+def test_a_tag_anywhere_is_refused(data):
+    with pytest.raises(MetadataError, match=r"CBOR tag \d+ is not allowed"):
+        decode(data)
+
+
+def test_trailing_bytes_after_a_payload_longer_than_a_read():
+    data = encode(TrainProcessMetadata(1.0, True, {f"epoch_{i}": 1.0 / i for i in range(1, MAX_EPOCHS + 1)}))
+    assert len(data) > 4096  # the decoder reads ahead in 4 KiB blocks, then gives back what it did not use
+    assert decode(data).training_losses["epoch_1000"] == 1 / 1000
+    with pytest.raises(MetadataError, match="^1 trailing bytes"):
+        decode(data + b"\x00")
+
+
+def test_a_failed_decode_leaves_nothing_for_the_next():
+    big = TrainProcessMetadata(1.0, True, {f"epoch_{i}": 1.0 / i for i in range(1, 600)})
+    data = encode(big)
+    key = data.index(b"epoch_300") - 1  # the header byte of a key, half-way into the payload
+    for broken in (data[:5000], data[:-1], data[:key] + b"\xc1" + data[key + 1:], b"\xa5" + b"\xff" * 9000):
+        with pytest.raises(MetadataError):
+            decode(broken)
+        assert decode(encode(GOOD)) == GOOD
+        assert decode(data) == big
+
+
+def test_threads_decode_side_by_side():
+    # Each thread has its own decoder. Two sharing one would show here: a refused tag
+    # runs Python code in the middle of a decode, where the thread can switch.
+    def verdict(data):
+        try:
+            return decode(data)
+        except MetadataError as exc:
+            return str(exc)
+
+    metas = [TrainProcessMetadata(float(i), i % 2 == 0, {f"epoch_{j}": i / j for j in range(1, 2 + i % 30)})
+             for i in range(1, 3000)]
+    tagged = cbor2.dumps(payload(training_losses={"e": cbor2.CBORTag(1, 0)}))
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            verdicts = list(pool.map(verdict, [d for m in metas for d in (encode(m), tagged)], chunksize=8))
+    finally:
+        sys.setswitchinterval(interval)
+    assert verdicts == [v for m in metas for v in (m, "CBOR tag 1 is not allowed")]
+
+
+def test_payloads_of_older_clients_still_decode():
+    # Clients before this version wrote cbor2's canonical form: sorted keys, floats as short as they stay exact.
+    old = cbor2.dumps(payload(training_time=0.5, training_losses={"epoch_1": 0.25, "epoch_2": 1 / 3}), canonical=True)
+    assert b"\xf9" in old  # a half-precision float
+    assert decode(old) == TrainProcessMetadata(0.5, False, {"epoch_1": 0.25, "epoch_2": 1 / 3})
+
+
+def test_encoding_writes_keys_in_canonical_order():
+    keys = ["zz", "é", "a", "epoch_10", "epoch_9", "b", "ab", "x" * 30]
+    meta = TrainProcessMetadata(1.0, True, {key: 0.5 for key in keys})
+    top = cbor2.loads(encode(meta))
+    assert list(top) == ["kind", "version", "converged", "training_time", "training_losses"]
+    assert list(top["training_losses"]) == sorted(keys, key=lambda k: (len(k.encode()), k.encode()))
+    assert list(cbor2.loads(encode(EvaluateProcessMetadata(2.0)))) == ["kind", "version", "evaluation_time"]
+
+
+def test_a_record_of_another_type_under_the_name_is_no_metadata():
+    content = RecordDict({"train_metadata": MetricRecord({"meta": 1})})
+    with pytest.raises(MetadataError, match="no 'train_metadata' ConfigRecord"):
+        from_content(content, TrainProcessMetadata)
