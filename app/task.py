@@ -31,6 +31,9 @@ EVALUATE_METRICS = ("eval_loss", "eval_acc")
 TEST_FRACTION = 0.2  # of the whole data set, held out for the server
 VALIDATION_EVERY = 5  # every 5th sample of a partition is its local validation set
 DIGITS_FILE = Path(__file__).resolve().parent / "data" / "digits.json"
+# An NVIDIA GPU where the image has CUDA (TORCH=cuda) and the container one
+# (docker/compose.gpu.yaml); the CPU otherwise. Models travel on the CPU.
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class Net(nn.Module):
@@ -168,11 +171,12 @@ def train(
     params = list(net.parameters())
     velocity = [torch.zeros_like(p) for p in params]
     criterion = nn.CrossEntropyLoss()
-    net.train()
+    net.to(DEVICE).train()
     losses: dict[str, float] = {}
     for epoch in range(1, epochs + 1):
         total, count = 0.0, 0
         for images, labels in data.loader(batch_size, shuffle=True, seed=seed + epoch):
+            images, labels = images.to(DEVICE), labels.to(DEVICE)
             net.zero_grad()
             loss = criterion(net(images), labels)
             loss.backward()
@@ -180,6 +184,7 @@ def train(
             total += loss.item() * len(labels)
             count += len(labels)
         losses[f"epoch_{epoch}"] = total / max(count, 1)
+    net.to("cpu")
     values = list(losses.values())
     meta = TrainProcessMetadata(
         training_time=time.perf_counter() - start,
@@ -214,12 +219,14 @@ def evaluate(net: Net, data: Split, batch_size: int = 256) -> tuple[float, float
     """Return (mean loss, accuracy, timing) of the model on `data`."""
     start = time.perf_counter()
     criterion = nn.CrossEntropyLoss(reduction="sum")
-    net.eval()
+    net.to(DEVICE).eval()
     loss, correct = 0.0, 0
     with torch.no_grad():
         for images, labels in data.loader(batch_size, shuffle=False):
+            images, labels = images.to(DEVICE), labels.to(DEVICE)
             outputs = net(images)
             loss += criterion(outputs, labels).item()
             correct += (outputs.argmax(dim=1) == labels).sum().item()
+    net.to("cpu")
     n = max(len(data), 1)
     return loss / n, correct / n, EvaluateProcessMetadata(evaluation_time=time.perf_counter() - start)

@@ -18,8 +18,9 @@ submitted FAB's code in the child, as it would in a cold process.
 
     clientapp_forkserver.py [--socket PATH] [--target MODULE:FUNCTION] [--preload "MODULES"]
 
-The socket is created only once the preloads are imported; until then, or if
-this server is gone, launchers start Flower's own executable (a cold start).
+The socket is created only once the preloads are imported. Until then, a
+launcher waits for it while PATH.starting exists (the SuperNode entrypoint makes
+it); with no server at all, launchers start Flower's own executable (a cold start).
 """
 
 from __future__ import annotations
@@ -232,6 +233,10 @@ def listen(path: str) -> socket.socket:
         os.umask(old_umask)
     listener.listen(64)
     os.rename(path + ".new", path)  # appears only when ready to serve
+    try:  # launchers that found the server starting stop waiting for it
+        os.unlink(path + ".starting")
+    except FileNotFoundError:
+        pass
     return listener
 
 

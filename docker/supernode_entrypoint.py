@@ -27,9 +27,9 @@ either sign it stops Flower and exits 1, so the restart policy starts a fresh
 SuperNode that rejoins with the same key. It also writes what the health probe
 needs to reach the SuperLink (healthcheck.py `supernode://`).
 
-Before Flower, it starts the fork server that gives ClientApps a warm start
-(docker/clientapp_forkserver.py; CLIENTAPP_FORKSERVER=off for none), and keeps it
-running.
+Beside Flower, it starts the fork server that gives ClientApps a warm start
+(docker/clientapp_forkserver.py; CLIENTAPP_FORKSERVER=off for none), and keeps
+it running.
 """
 
 from __future__ import annotations
@@ -238,17 +238,16 @@ class ForkServer:
         self.process: subprocess.Popen | None = None
         self.stopping = False
 
-    def start(self, ready_within: float = 60.0) -> None:
+    STARTING = SOCKET.with_name(SOCKET.name + ".starting")
+
+    def start(self) -> None:
+        """Beside Flower, not before it: its imports take seconds, and the first
+        message comes later; a launcher that finds it still starting waits for it."""
         self._spawn()
-        deadline = time.monotonic() + ready_within
-        while not self.SOCKET.exists() and self.process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not self.SOCKET.exists():
-            log.warning("forkserver_not_ready", waited_s=ready_within,
-                        hint="starting the SuperNode anyway; ClientApps start cold until it is")
         threading.Thread(target=self._keep_running, daemon=True).start()
 
     def _spawn(self) -> None:
+        self.STARTING.touch()  # the server removes it once it serves
         # A session of its own: stopping it ends the ClientApps it forked, too.
         self.process = subprocess.Popen([sys.executable, str(self.SCRIPT), "--socket", str(self.SOCKET)],
                                         start_new_session=True)
@@ -256,6 +255,7 @@ class ForkServer:
     def _keep_running(self) -> None:
         while True:
             code = self.process.wait()
+            self.STARTING.unlink(missing_ok=True)
             if self.stopping:
                 return
             log.error("forkserver_exited", exit_code=code, hint="restarting it; meanwhile ClientApps start cold")

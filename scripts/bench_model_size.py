@@ -6,7 +6,8 @@ shipped and aggregated like the weights, never trained), one compose federation
   round     mean seconds of the steady rounds (2..), from Flower's "[ROUND n/N]" lines
   wire      bytes in and out of the SuperLink container's network interface per steady
             round: every Fleet (SuperNodes) and Runtime (ServerApp) exchange, TLS included
-  peak MiB  the most memory each container's cgroup ever used (memory.peak)
+  peak MiB  the most memory each container's cgroup ever used (cgroup v2 memory.peak,
+            v1 memory.max_usage_in_bytes: page cache included)
 
     .venv/bin/python scripts/bench_model_size.py [MiB ...]     (default: 0 1 10 100; images built)
 """
@@ -36,6 +37,11 @@ def wire_bytes(container: str) -> int:
     return sum(container_reading(container, f"/sys/class/net/eth0/statistics/{d}_bytes") for d in ("rx", "tx"))
 
 
+def peak_memory(container: str) -> int:
+    peak = container_reading(container, "/sys/fs/cgroup/memory.peak")  # cgroup v2
+    return peak if peak >= 0 else container_reading(container, "/sys/fs/cgroup/memory/memory.max_usage_in_bytes")
+
+
 def run(extra_mb: float) -> dict:
     project = f"flowerdock-size-{int(extra_mb * 10)}"
     env = {**os.environ, "NUM_SUPERNODES": str(NODES), "NUM_ROUNDS": str(ROUNDS),
@@ -59,8 +65,7 @@ def run(extra_mb: float) -> dict:
         serverapp_log = subprocess.run(["docker", "logs", ids("serverapp")[0]], capture_output=True,
                                        text=True).stdout.splitlines()
         rounds = round_times(serverapp_log)
-        peaks = {service: max(container_reading(c, "/sys/fs/cgroup/memory.peak") for c in ids(service)) / 2**20
-                 for service in SERVICES}
+        peaks = {service: max(peak_memory(c) for c in ids(service)) / 2**20 for service in SERVICES}
         return {"mb": extra_mb, "ok": submit.returncode == 0, "round": statistics.fmean(rounds[1:] or rounds),
                 "wire_per_round": wire / ROUNDS, "total": total, "peaks": peaks}
     finally:

@@ -243,6 +243,25 @@ def test_a_run_from_the_host_completes_on_both_supernodes(deployment, unaffected
     assert "client_round" in result.stdout
 
 
+def test_a_100_mib_model_crosses_the_tls_gateway(deployment, unaffected):
+    before = {r["run-id"] for r in deployment.flwr_json("ls", "remote")["runs"]}
+    started = time.monotonic()
+    result = deployment.flwr("run", ".", "remote", "--stream", "--run-config",
+                             "num-server-rounds=1 min-nodes=2 fraction-train=1.0 fraction-evaluate=1.0 "
+                             "extra-model-mb=100", timeout=900)
+    took = time.monotonic() - started
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    [run] = [r for r in deployment.flwr_json("ls", "remote")["runs"] if r["run-id"] not in before]
+    assert run["status"] == "finished:completed"
+    events = [e for e in deployment.server.logs("serverapp") if e.get("run_id") == run["run-id"]]
+    assert [e["status"] for e in events if e["event"] == "client_round"] == ["ok"] * 4
+    # Through the gateway: each SuperNode pulled the model twice and pushed it once.
+    fleet = [e for e in deployment.server.logs("gateway") if e["event"] == "gateway_request" and e["port"] == 9092]
+    carried = sum(int(e["bytes_in"]) + int(e["bytes_out"]) for e in fleet)
+    assert carried > 6 * 100 * 2**20
+    print(f"\n100 MiB model, 1 round, 2 SuperNodes: {took:.0f} s, {carried / 1e6:.0f} MB through the gateway")
+
+
 HEALTH_PROBE = ["python3", "-I", "-S", "/usr/local/lib/flowerdock/healthcheck.py", "supernode://127.0.0.1:9094/health"]
 
 

@@ -186,3 +186,12 @@ def test_the_aggregator_stores_every_client_line_once(federation, tmp_path):
     assert report.returncode == 0, report.stderr
     assert report.stdout.startswith(f"run {run_id}: {ROUNDS} rounds, {NODES} clients, {len(printed)} ok")
     assert (tmp_path / "run.png").stat().st_size > 10_000
+
+
+def test_a_gpu_site_gets_the_cuda_image_and_a_gpu_reservation():
+    rendered = sh("docker", "compose", "-f", "docker/compose.client.yaml", "-f", "docker/compose.gpu.yaml",
+                  "config", "--format", "json", env={"TORCH": "cuda"})
+    supernode = json.loads(rendered.stdout)["services"]["supernode"]
+    assert supernode["image"].endswith("-cuda") and supernode["build"]["args"]["TORCH"] == "cuda"
+    [device] = supernode["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]

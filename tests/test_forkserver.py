@@ -117,3 +117,24 @@ def test_the_server_logs_json_and_reports_a_missing_preload(server, socket_path)
     assert events["forkserver_preload_failed"]["module"] == "no_such_module"
     assert events["forkserver_ready"]["preloaded"] == ["json", "numpy"]
     assert not Path(socket_path).exists()
+
+
+def test_a_launcher_waits_for_a_server_that_is_starting(socket_path):
+    Path(socket_path + ".starting").touch()  # what the SuperNode entrypoint does before starting it
+    launcher = subprocess.Popen([sys.executable, "-IS", str(LAUNCHER), "describe"], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "CLIENTAPP_FORKSERVER_SOCKET": socket_path})
+    time.sleep(1)
+    assert launcher.poll() is None  # waiting, not cold-starting
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "docker" / "clientapp_forkserver.py"), "--socket", socket_path,
+         "--target", "tests.forkserver.child:main", "--preload", "json"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
+    try:
+        out, err = launcher.communicate(timeout=60)
+        assert launcher.returncode == 0, err
+        assert json.loads(out)["ppid"] == server.pid and "cold_start" not in err
+        assert not Path(socket_path + ".starting").exists()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
