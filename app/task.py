@@ -39,15 +39,18 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 class Net(nn.Module):
     """A small CNN for 8x8 grey-scale digits.
 
-    extra_mb > 0 adds that many megabytes (MiB) of zeros to the model as a buffer:
-    shipped, screened and aggregated like the weights, never trained. It measures
-    how a round scales with the model's size (run config `extra-model-mb`).
+    extra_mb > 0 adds that many megabytes (MiB) to the model as a buffer: shipped,
+    screened and aggregated like the weights, never trained. It measures how a round
+    scales with the model's size (run config `extra-model-mb`). Fixed pseudo-random
+    numbers, not zeros: Flower stores messages as content-addressed chunks, and
+    chunks of zeros are all one chunk.
     """
 
     def __init__(self, extra_mb: float = 0.0) -> None:
         super().__init__()
         if extra_mb > 0:
-            self.register_buffer("extra", torch.zeros(int(extra_mb * 2**20) // 4))
+            numbers = torch.randn(int(extra_mb * 2**20) // 4, generator=torch.Generator().manual_seed(0))
+            self.register_buffer("extra", numbers)
         self.features = nn.Sequential(
             nn.Conv2d(1, 16, kernel_size=3, padding=1),
             nn.ReLU(),

@@ -29,7 +29,9 @@ deps=build/wheelhouse app=build/app-wheel cuda=build/wheelhouse-cuda
 mkdir -p "$deps" "$app" "$cuda"
 
 rm -f "$app"/*.whl
-$python -m pip wheel --quiet --no-deps --wheel-dir "$app" .
+# A fixed timestamp makes the wheel byte-identical when the code is: the image layers
+# that install it stay cached.
+SOURCE_DATE_EPOCH=315532800 $python -m pip wheel --quiet --no-deps --wheel-dir "$app" .
 
 # The app's dependencies as pyproject.toml lists them, and Flower's simulation extra.
 $python - "$pip_version" > "$deps/requirements.new" <<'PY'

@@ -1,6 +1,6 @@
 """Benchmark: how a round scales with the model's size, in the Docker federation.
 
-For each size (run config `extra-model-mb`: MiB of zeros added to the 0.05 MB CNN,
+For each size (run config `extra-model-mb`: MiB of fixed random numbers added to the 0.05 MB CNN,
 shipped and aggregated like the weights, never trained), one compose federation
 (3 SuperNodes, every node every round, TLS) and:
   round     mean seconds of the steady rounds (2..), from Flower's "[ROUND n/N]" lines
