@@ -61,8 +61,9 @@ def say(text: str, level: str = "info", stream=sys.stdout) -> None:
         return
     now = datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
     for line in text.splitlines():
-        print(json.dumps({"timestamp": now, "level": level, "event": line.strip(),
-                          "logger": "certs"}), file=stream)
+        # One write per line, newline included: nothing else's output can land inside it.
+        stream.write(json.dumps({"timestamp": now, "level": level, "event": line.strip(), "logger": "certs"}) + "\n")
+        stream.flush()
 
 
 def parse_san(text: str) -> x509.GeneralName:

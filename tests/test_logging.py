@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 
-from tests.conftest import json_lines, run_python
+from tests.conftest import ROOT, json_lines, run_python
 from app.logging import LOG_SCHEMA_VERSION
 
 FLOWER_AND_STRAY_OUTPUT = """
@@ -108,3 +109,25 @@ def test_passed_health_probes_are_not_logged():
     events = json_lines(result.stdout)
     assert [(e["client"], e["path"], e["status"]) for e in events] == [
         ("10.0.0.7:5555", "/health", 503), ("127.0.0.1:5555", "/v1/fleet/pull-messages", 200)]
+
+
+def test_the_gateway_writes_each_line_whole(monkeypatch):
+    """nginx shares the gateway's stdout: a line and its newline must leave in one write."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gateway_entrypoint", ROOT / "docker" / "gateway" / "entrypoint.py")
+    gateway = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gateway)
+    writes = []
+
+    class Recorder:
+        def write(self, text):
+            writes.append(text)
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stdout", Recorder())
+    gateway.emit("error", "gateway_log", message="connect() failed")
+    [line] = writes
+    assert line.endswith("\n") and json.loads(line)["message"] == "connect() failed"

@@ -25,7 +25,11 @@ LEVELS = {"emerg": "critical", "alert": "critical", "crit": "critical", "warn": 
 
 def emit(level: str, event: str, **fields) -> None:
     now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
-    print(json.dumps({"timestamp": now, "level": level, "event": event, "logger": "nginx", **fields}), flush=True)
+    line = json.dumps({"timestamp": now, "level": level, "event": event, "logger": "nginx", **fields})
+    # One write for the line and its newline: nginx writes its access lines to the same
+    # stdout, and with PYTHONUNBUFFERED print() would write them apart, letting one in between.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def main() -> int:
