@@ -255,10 +255,12 @@ def test_a_100_mib_model_crosses_the_tls_gateway(deployment, unaffected):
     assert run["status"] == "finished:completed"
     events = [e for e in deployment.server.logs("serverapp") if e.get("run_id") == run["run-id"]]
     assert [e["status"] for e in events if e["event"] == "client_round"] == ["ok"] * 4
-    # Through the gateway: each SuperNode pulled the model twice and pushed it once.
+    # Through the gateway: each SuperNode pulled the model for training and pushed it back
+    # (and pulled it for evaluation, less what its store already held: Flower's chunks are
+    # content-addressed).
     fleet = [e for e in deployment.server.logs("gateway") if e["event"] == "gateway_request" and e["port"] == 9092]
     carried = sum(int(e["bytes_in"]) + int(e["bytes_out"]) for e in fleet)
-    assert carried > 6 * 100 * 2**20
+    assert carried > 2 * 2 * 100 * 2**20
     print(f"\n100 MiB model, 1 round, 2 SuperNodes: {took:.0f} s, {carried / 1e6:.0f} MB through the gateway")
 
 
