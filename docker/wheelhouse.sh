@@ -20,9 +20,10 @@ python=${PYTHON:-python3}
 torch=${TORCH:-cpu}
 # The images run Debian trixie's CPython 3.13 on x86_64, whatever Python runs this:
 # pip picks the binary wheels of that target.
+# Every manylinux tag up to trixie's glibc 2.41 (wheels name the oldest glibc they need).
 target=(--only-binary=:all: --implementation cp --python-version 3.13 --abi cp313
-        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64
         --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
+for minor in $(seq 41 -1 17); do target+=(--platform "manylinux_2_${minor}_x86_64"); done
 # pip itself runs from its wheel in the image build, and stays out of the images.
 pip_version=26.3
 deps=build/wheelhouse app=build/app-wheel cuda=build/wheelhouse-cuda
