@@ -189,9 +189,10 @@ def test_the_aggregator_stores_every_client_line_once(federation, tmp_path):
 
 
 def test_a_gpu_site_gets_the_cuda_image_and_a_gpu_reservation():
-    rendered = sh("docker", "compose", "-f", "docker/compose.client.yaml", "-f", "docker/compose.gpu.yaml",
-                  "config", "--format", "json", env={"TORCH": "cuda"})
+    rendered = sh("docker", "compose", "-f", "docker/compose.gpu.yaml", "config", "--format", "json",
+                  env={"TORCH": "cuda", "SUPERLINK": "flower.example.org:9092"})
     supernode = json.loads(rendered.stdout)["services"]["supernode"]
     assert supernode["image"].endswith("-cuda") and supernode["build"]["args"]["TORCH"] == "cuda"
     [device] = supernode["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert supernode["environment"]["SUPERLINK"] == "flower.example.org:9092"  # the client's knobs
