@@ -9,6 +9,11 @@ export FLWR_HOME := $(CURDIR)/.flwr
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
+# A host simulation runs Ray on this machine alone: without this, Ray joins whatever
+# cluster a stale `ray start` left behind, or waits for it forever. Set RAY_ADDRESS
+# to join a cluster on purpose.
+RAY_ADDRESS ?= local
+export RAY_ADDRESS
 
 .PHONY: install images federation federation-aggregated simulation-docker report test test-fast simulation bench bench-round bench-model-size bench-simulation bench-faults constraints clean
 

@@ -39,7 +39,7 @@ def on_host() -> tuple[list[float], float]:
     shutil.copy(ROOT / ".flwr" / "config.toml", home / "config.toml")
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FLWR_HOME": str(home),
            "LOG_FORMAT": "json", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-           "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
+           "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1", "RAY_ADDRESS": "local"}
     try:
         start = time.monotonic()
         result = subprocess.run([str(bin_dir / "flwr"), "run", ".", "local-sim", "--stream", "--run-config",

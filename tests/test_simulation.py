@@ -37,7 +37,7 @@ def test_local_simulation_logs_one_line_per_client_per_round(flwr_home, tmp_path
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
            "FLWR_HOME": str(flwr_home), "APP_OUTPUT_DIR": str(tmp_path),
            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_TELEMETRY_ENABLED": "0",
-           "FLWR_DISABLE_UPDATE_CHECK": "1", "LOG_FORMAT": "json"}
+           "FLWR_DISABLE_UPDATE_CHECK": "1", "LOG_FORMAT": "json", "RAY_ADDRESS": "local"}
     result = subprocess.run(
         [str(bin_dir / "flwr"), "run", ".", "--stream", "--run-config", f"num-server-rounds={ROUNDS}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
@@ -61,5 +61,5 @@ def test_local_simulation_logs_one_line_per_client_per_round(flwr_home, tmp_path
 
     accuracy = [e["accuracy"] for e in events if e["event"] == "global_evaluation"]
     assert len(accuracy) == ROUNDS + 1
-    assert accuracy[-1] > 0.3 > 0.1  # well above chance (10 classes)
+    assert accuracy[-1] > 0.3  # well above chance: 0.1 for 10 classes
     assert (tmp_path / "final_model.pt").stat().st_size > 0
