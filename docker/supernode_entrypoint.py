@@ -233,12 +233,11 @@ class ForkServer:
 
     SCRIPT = Path(__file__).with_name("clientapp_forkserver.py")
     SOCKET = Path(os.getenv("CLIENTAPP_FORKSERVER_SOCKET", "/tmp/flowerdock-clientapp.sock"))
+    STARTING = SOCKET.with_name(SOCKET.name + ".starting")  # launchers wait while it exists
 
     def __init__(self) -> None:
         self.process: subprocess.Popen | None = None
         self.stopping = False
-
-    STARTING = SOCKET.with_name(SOCKET.name + ".starting")
 
     def start(self) -> None:
         """Beside Flower, not before it: its imports take seconds, and the first
