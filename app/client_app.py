@@ -1,5 +1,9 @@
-"""The ClientApp: trains and evaluates the global model on this SuperNode's partition,
-and reports how it went as CBOR metadata next to the usual records."""
+"""The ClientApp: trains and evaluates the global model on this SuperNode's data (its
+own folder, or its partition of the bundled digits), and reports how it went as
+CBOR metadata next to the usual records.
+
+Data that cannot be used (app/site_data.py) raises; Flower then replies with an
+error that carries the message, and the server logs it for this node and round."""
 
 from __future__ import annotations
 
@@ -60,24 +64,11 @@ def evaluate(msg: Message, context: Context) -> Message:
     return Message(content=content, reply_to=msg)
 
 
-def _received_model(msg: Message, context: Context) -> task.Net:
-    net = task.Net(float(context.run_config["extra-model-mb"]))
+def _received_model(msg: Message, context: Context):
+    net = task.build_model(context.run_config)
     net.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     return net
 
 
 def _local_data(context: Context) -> tuple[task.Split, task.Split]:
-    node, run = context.node_config, context.run_config
-    missing = [key for key in ("partition-id", "num-partitions") if key not in node]
-    if missing:
-        raise ValueError(
-            f"node config lacks {', '.join(missing)}: start the SuperNode with "
-            '--node-config "partition-id=<N> num-partitions=<TOTAL>"'
-        )
-    return task.load_partition(
-        int(node["partition-id"]),
-        int(node["num-partitions"]),
-        partitioning=str(run["partitioning"]),
-        alpha=float(run["dirichlet-alpha"]),
-        seed=int(run["seed"]),
-    )
+    return task.load_local_data(context.node_config, context.run_config)

@@ -25,6 +25,8 @@ log = get_logger("app.strategy")
 
 TRAIN, EVALUATE = "train", "evaluate"
 
+SITE_DATA_ERROR = "SiteDataError'>"  # app/site_data.py: the site's own data cannot be used
+
 # Flower's error codes, as the `reason` of a failed or missing reply.
 _ERROR_REASONS = {
     ErrorCode.LOAD_CLIENT_APP_EXCEPTION: ("failed", "clientapp_load_failed"),
@@ -51,6 +53,9 @@ class Outcome:
     @classmethod
     def from_error(cls, reply: Message) -> Outcome:
         status, reason = _ERROR_REASONS.get(reply.error.code, ("failed", "error"))
+        # Flower's reason names the exception's class: "<class '...SiteDataError'>:<'message'>".
+        if reply.error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION and SITE_DATA_ERROR in (reply.error.reason or ""):
+            reason = "site_data_invalid"
         return cls(reply, status, reason=reason, error=f"code {reply.error.code}: {bounded(reply.error.reason, 500)}")
 
     @property

@@ -1,5 +1,6 @@
 """The ServerApp: runs the rounds with the strategy named in the run config,
-evaluates the global model on the server's held-out digits, and saves it.
+evaluates the global model on the server's held-out digits (unless run config
+server-test-set="none"), and saves it.
 
 A run that cannot succeed fails: no quorum of nodes within `node-wait-timeout`, a
 non-finite aggregate, or no round that updated the model. It logs `run_failed`
@@ -80,11 +81,10 @@ def main(grid: Grid, context: Context) -> None:
 def run(grid: Grid, context: Context) -> None:
     config, run_id = context.run_config, context.run_id
     strategy = strategy_from(config, run_id)
-    test_set = task.load_test_set(int(config["seed"]))
-    extra_mb = float(config["extra-model-mb"])
+    test_set = task.load_test_set(config)
 
     def evaluate_global(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        net = task.Net(extra_mb)
+        net = task.build_model(config)
         net.load_state_dict(arrays.to_torch_state_dict())
         loss, accuracy, _ = task.evaluate(net, test_set)
         log.info("global_evaluation", run_id=run_id, server_round=server_round,
@@ -95,10 +95,10 @@ def run(grid: Grid, context: Context) -> None:
     rounds = int(config["num-server-rounds"])
     result = strategy.start(
         grid=QuorumGrid(grid, wait_policy(config)),
-        initial_arrays=ArrayRecord(task.Net(extra_mb).state_dict()),
+        initial_arrays=ArrayRecord(task.build_model(config).state_dict()),
         num_rounds=rounds,
         timeout=float(config["round-timeout"]),
-        evaluate_fn=evaluate_global,
+        evaluate_fn=evaluate_global if test_set is not None else None,
     )
     if strategy.rounds_aggregated == 0:
         raise RunFailed(f"none of the {rounds} rounds aggregated an update (every round was skipped: "

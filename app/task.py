@@ -1,17 +1,25 @@
-"""The model, the data and the local training and evaluation loops.
+"""What the ClientApp and ServerApp ask of the machine learning: the run's model,
+a node's data, the server's test set, and the local training and evaluation loops.
 
-Data: scikit-learn's digits (1,797 8x8 images of digits 0-9), shipped inside the
-app as app/data/digits.json (59 kB; scripts/make_digits_data.py), so nothing is
-downloaded, and nothing but numpy is imported, to read it. A fixed fifth of it is
-the server's held-out test set; the rest is split among SuperNodes.
+This file is the contract for bringing your own model and data
+(docs/bring-your-own-model.md): the apps call only the functions listed there.
+
+Data, by default: scikit-learn's digits (1,797 8x8 images of digits 0-9), shipped
+inside the app as app/data/digits.json (59 kB; scripts/make_digits_data.py), so
+nothing is downloaded, and nothing but numpy is imported, to read it. A fixed fifth
+of it is the server's held-out test set; the rest is split among SuperNodes by
+partition. A SuperNode given node config `data-path` trains on its own folder
+instead (app/site_data.py).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import math
 import time
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -21,48 +29,20 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from app import models, site_data
 from app.metadata import EvaluateProcessMetadata, TrainProcessMetadata
+from app.models import build_model  # noqa: F401 - part of the contract: the run's model
 
-NUM_CLASSES = 10
 # The metrics a ClientApp reports besides "num-examples"; the server rejects a reply
 # with any other keys (app/screening.py).
 TRAIN_METRICS = ("train_loss",)
 EVALUATE_METRICS = ("eval_loss", "eval_acc")
 TEST_FRACTION = 0.2  # of the whole data set, held out for the server
-VALIDATION_EVERY = 5  # every 5th sample of a partition is its local validation set
+VALIDATION_EVERY = site_data.VALIDATION_EVERY  # every 5th sample of a partition is its local validation set
 DIGITS_FILE = Path(__file__).resolve().parent / "data" / "digits.json"
 # An NVIDIA GPU where the image has CUDA (TORCH=cuda) and the container one
 # (docker/compose.gpu.yaml); the CPU otherwise. Models travel on the CPU.
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-class Net(nn.Module):
-    """A small CNN for 8x8 grey-scale digits.
-
-    extra_mb > 0 adds that many megabytes (MiB) to the model as a buffer: shipped,
-    screened and aggregated like the weights, never trained. It measures how a round
-    scales with the model's size (run config `extra-model-mb`). Fixed pseudo-random
-    numbers, not zeros: Flower stores messages as content-addressed chunks, and
-    chunks of zeros are all one chunk.
-    """
-
-    def __init__(self, extra_mb: float = 0.0) -> None:
-        super().__init__()
-        if extra_mb > 0:
-            numbers = torch.randn(int(extra_mb * 2**20) // 4, generator=torch.Generator().manual_seed(0))
-            self.register_buffer("extra", numbers)
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 16, kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),  # 4x4
-            nn.Conv2d(16, 32, kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),  # 2x2
-        )
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(32 * 2 * 2, 64), nn.ReLU(), nn.Linear(64, NUM_CLASSES))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
 
 
 # --- Data ---------------------------------------------------------------------------
@@ -70,14 +50,14 @@ class Net(nn.Module):
 
 @dataclass(frozen=True)
 class Split:
-    images: np.ndarray  # (n, 1, 8, 8) float32 in [0, 1]
+    inputs: np.ndarray  # (n, *the model's input shape) float32; the digits: (n, 1, 8, 8) in [0, 1]
     labels: np.ndarray  # (n,) int64
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def loader(self, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
-        dataset = TensorDataset(torch.from_numpy(self.images), torch.from_numpy(self.labels))
+        dataset = TensorDataset(torch.from_numpy(self.inputs), torch.from_numpy(self.labels))
         generator = torch.Generator().manual_seed(seed)
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
 
@@ -103,9 +83,42 @@ def _train_and_test(seed: int) -> tuple[Split, Split]:
     return Split(images[train], labels[train]), Split(images[test], labels[test])
 
 
-def load_test_set(seed: int) -> Split:
-    """The server's held-out test set (never seen by any SuperNode)."""
-    return _train_and_test(seed)[1]
+def load_test_set(run_config: Mapping) -> Split | None:
+    """The server's held-out test set, shaped for the run's model; None for
+    run config server-test-set="none" (a model whose data is not the digits)."""
+    choice = str(run_config.get("server-test-set", "digits"))
+    if choice == "none":
+        return None
+    if choice != "digits":
+        raise ValueError(f"server-test-set must be 'digits' or 'none', got {choice!r}")
+    test = _train_and_test(int(run_config["seed"]))[1]
+    shape = models.input_shape(run_config)
+    if math.prod(shape) != test.inputs[0].size:
+        raise ValueError(f"the digits test set has {test.inputs[0].size} features per sample, but the model "
+                         f"takes {math.prod(shape)}: set server-test-set=none, or num-features={test.inputs[0].size}")
+    return Split(test.inputs.reshape(len(test), *shape), test.labels)
+
+
+def load_local_data(node_config: Mapping, run_config: Mapping) -> tuple[Split, Split]:
+    """This SuperNode's (train, validation) data, shaped for the run's model: its own
+    folder (node config data-path), else its partition of the bundled digits."""
+    shape = models.input_shape(run_config)
+    if "data-path" in node_config:
+        site = site_data.load_site(Path(str(node_config["data-path"])), features=math.prod(shape),
+                                   num_classes=models.num_classes(run_config),
+                                   label_column=str(node_config.get("label-column", "label")))
+        return tuple(Split(site_data.as_model_input(t.x, shape, t.path), t.y) for t in (site.train, site.validation))
+    missing = [key for key in ("partition-id", "num-partitions") if key not in node_config]
+    if missing:
+        raise ValueError(
+            f"node config lacks {', '.join(missing)}: start the SuperNode with "
+            '--node-config "partition-id=<N> num-partitions=<TOTAL>", or data-path=<folder> for its own data'
+        )
+    train, val = load_partition(int(node_config["partition-id"]), int(node_config["num-partitions"]),
+                                partitioning=str(run_config["partitioning"]),
+                                alpha=float(run_config["dirichlet-alpha"]), seed=int(run_config["seed"]))
+    return tuple(Split(site_data.as_model_input(part.inputs.reshape(len(part), -1), shape, DIGITS_FILE), part.labels)
+                 for part in (train, val))
 
 
 def partition_indices(
@@ -157,8 +170,8 @@ def load_partition(
         val_idx = indices[is_val]
     train_idx = indices[~is_val]
     return (
-        Split(train.images[train_idx], train.labels[train_idx]),
-        Split(train.images[val_idx], train.labels[val_idx]),
+        Split(train.inputs[train_idx], train.labels[train_idx]),
+        Split(train.inputs[val_idx], train.labels[val_idx]),
     )
 
 
@@ -166,7 +179,7 @@ def load_partition(
 
 
 def train(
-    net: Net, data: Split, epochs: int, lr: float, batch_size: int, tolerance: float, seed: int
+    net: nn.Module, data: Split, epochs: int, lr: float, batch_size: int, tolerance: float, seed: int
 ) -> tuple[float, TrainProcessMetadata]:
     """Train locally; return the last epoch's mean loss and how training went."""
     torch.manual_seed(seed)
@@ -218,7 +231,7 @@ def has_converged(losses: list[float], tolerance: float) -> bool:
     return abs(previous - last) <= tolerance * max(abs(previous), 1e-12)
 
 
-def evaluate(net: Net, data: Split, batch_size: int = 256) -> tuple[float, float, EvaluateProcessMetadata]:
+def evaluate(net: nn.Module, data: Split, batch_size: int = 256) -> tuple[float, float, EvaluateProcessMetadata]:
     """Return (mean loss, accuracy, timing) of the model on `data`."""
     start = time.perf_counter()
     criterion = nn.CrossEntropyLoss(reduction="sum")

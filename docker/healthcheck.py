@@ -8,7 +8,8 @@
                                its CA; the target comes from the file that
                                supernode_entrypoint.py writes): a node that cannot
                                reach its SuperLink, or whose address does not
-                               resolve, is unhealthy
+                               resolve, or whose site data cannot be used, is
+                               unhealthy
 
   any://host:port/health       over TLS, else in plaintext: one image probe for a
                                SuperLink with or without TLS (a plaintext one logs
@@ -30,6 +31,8 @@ import ssl
 import sys
 import urllib.request
 
+SUPERNODE_TARGET = "/tmp/flowerdock-supernode.json"  # written by supernode_entrypoint.py
+
 
 def main(url: str) -> int:
     if url.startswith("tcp://"):
@@ -46,8 +49,12 @@ def main(url: str) -> int:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
         return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
     if url.startswith("supernode://"):
+        with open(SUPERNODE_TARGET) as file:
+            target = json.load(file)
+        if target.get("site_data_error"):
+            raise ValueError(f"this site's data cannot be used: {target['site_data_error']}")
         local = get("http://" + url.removeprefix("supernode://"), unverified())
-        return local or superlink_reachable()
+        return local or superlink_reachable(target)
     ca_file = os.getenv("HEALTHCHECK_CA_FILE")
     context = ssl.create_default_context(cafile=ca_file) if ca_file else unverified()
     if url.startswith("any://"):
@@ -64,9 +71,7 @@ def unverified() -> ssl.SSLContext:
     return context
 
 
-def superlink_reachable() -> int:
-    with open("/tmp/flowerdock-supernode.json") as file:
-        target = json.load(file)
+def superlink_reachable(target: dict) -> int:
     if target["ca"] is None:  # --insecure: plaintext, for debugging
         return get(f"http://{target['superlink']}/health", unverified())
     return get(f"https://{target['superlink']}/health", ssl.create_default_context(cafile=target["ca"]))

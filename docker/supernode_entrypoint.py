@@ -1,7 +1,13 @@
-"""Starts a SuperNode on its partition of the data, over TLS, with its own key.
+"""Starts a SuperNode on its own data or its partition of the bundled data, over
+TLS, with its own key.
 
   SUPERLINK       the SuperLink's Fleet API as host:port; host must be a name the
                   SuperLink's certificate carries
+  DATA_PATH       this site's own data folder, mounted read-only (node config
+                  data-path; app/site_data.py); `{replica}` in it becomes the replica
+                  number N. LABEL_COLUMN: a CSV's label column (default "label").
+                  Checked at start and whenever it changes (site_data_watch.py).
+                  Without it, the node trains on a partition of the bundled digits:
   PARTITION_ID    this node's partition. When unset: the replica number N that
                   Compose gave this container, minus one; N is found by asking the
                   Compose network's DNS which of "$REPLICA_NAME_PREFIX-1..." is us.
@@ -171,10 +177,25 @@ NOT_ACTIVATED = b"Failed to activate SuperNode"
 HEALTH_FILE = Path("/tmp/flowerdock-supernode.json")
 
 
-def write_health_target(arguments: list[str]) -> None:
-    """Where the health probe finds the SuperLink, and the CA that verifies it."""
-    ca = arguments[arguments.index("--root-certificates") + 1] if "--root-certificates" in arguments else None
-    HEALTH_FILE.write_text(json.dumps({"superlink": os.environ["SUPERLINK"], "ca": ca}))
+class HealthTarget:
+    """What the health probe reads (healthcheck.py `supernode://`): where the SuperLink
+    is, the CA that verifies it, and what is wrong with this site's data, if anything."""
+
+    def __init__(self, arguments: list[str]) -> None:
+        ca = arguments[arguments.index("--root-certificates") + 1] if "--root-certificates" in arguments else None
+        self.state = {"superlink": os.environ["SUPERLINK"], "ca": ca, "site_data_error": None}
+        self.lock = threading.Lock()
+        self.write()
+
+    def site_data(self, problem: str | None) -> None:
+        self.state["site_data_error"] = problem
+        self.write()
+
+    def write(self) -> None:
+        with self.lock:  # whole or not at all: the probe may read it at any moment
+            temporary = HEALTH_FILE.with_suffix(".tmp")
+            temporary.write_text(json.dumps(self.state))
+            temporary.replace(HEALTH_FILE)
 
 
 def supervise(command: list[str]) -> int:
@@ -272,22 +293,62 @@ class ForkServer:
                 pass
 
 
+def number_of_partitions() -> int:
+    try:
+        return int(os.environ["NUM_PARTITIONS"])
+    except (KeyError, ValueError):
+        raise ConfigError("set NUM_PARTITIONS to the number of SuperNodes in the federation (a whole number), "
+                          "or DATA_PATH to this site's own data folder")
+
+
+def data_node_config() -> tuple[dict, int | None]:
+    """(node config, replica) for a node on its own data folder (DATA_PATH)."""
+    replica = None
+    if os.getenv("REPLICA_NAME_PREFIX"):  # compose.yaml: replica N has key N (and folder N)
+        try:
+            replica = replica_number(number_of_partitions())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot tell which replica this is ({exc})") from exc
+    folder = os.environ["DATA_PATH"].replace("{replica}", str(replica))
+    return {"data-path": folder, "label-column": os.getenv("LABEL_COLUMN") or "label"}, replica
+
+
+def partition_node_config() -> tuple[dict, int | None]:
+    """(node config, replica) for a node on its partition of the bundled digits."""
+    partitions = number_of_partitions()
+    number, replica = partition(partitions)
+    return {"partition-id": number, "num-partitions": partitions}, replica
+
+
+def as_flower_node_config(config: dict) -> str:
+    """Flower parses each value as TOML: strings quoted, numbers bare."""
+    return " ".join(f"{key}={json.dumps(value)}" for key, value in config.items())
+
+
+def watch_site_data(node_config: dict, health: HealthTarget) -> None:
+    from site_data_watch import SiteDataWatch  # beside this file; imports numpy, so only when used
+
+    try:
+        watch = SiteDataWatch(Path(node_config["data-path"]), node_config["label-column"], health.site_data)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    watch.start()
+
+
 def main() -> None:
     try:
-        try:
-            partitions = int(os.environ["NUM_PARTITIONS"])
-        except (KeyError, ValueError):
-            raise ConfigError("set NUM_PARTITIONS to the number of SuperNodes in the federation (a whole number)")
-        number, replica = partition(partitions)
+        node_config, replica = data_node_config() if os.getenv("DATA_PATH") else partition_node_config()
         arguments = flower_arguments(sys.argv[1:], replica)
+        health = HealthTarget(arguments)
+        if "data-path" in node_config:
+            watch_site_data(node_config, health)
     except ConfigError as exc:
         log.error("supernode_config_invalid", error=str(exc))
         sys.exit(2)
-    log.info("supernode_starting", partition_id=number, num_partitions=partitions,
+    log.info("supernode_starting", **{key.replace("-", "_"): value for key, value in node_config.items()},
              superlink=os.environ["SUPERLINK"], tls="--insecure" not in arguments)
     command = ["flower-supernode", "--isolation", "subprocess",
-               "--node-config", f"partition-id={number} num-partitions={partitions}", *arguments]
-    write_health_target(arguments)
+               "--node-config", as_flower_node_config(node_config), *arguments]
     fork_server = ForkServer()
     if os.getenv("CLIENTAPP_FORKSERVER", "on").lower() != "off":
         fork_server.start()

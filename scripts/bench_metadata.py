@@ -26,7 +26,7 @@ from app.logging import configure_logging  # noqa: E402
 from app.metadata import TrainProcessMetadata, decode, encode, from_content, to_config_record  # noqa: E402
 from app.round_log import log_client_round  # noqa: E402
 from app.strategy import build_strategy  # noqa: E402
-from app.task import Net  # noqa: E402
+from app.models import Net  # noqa: E402
 
 
 def per_call(fn, seconds: float = 0.5, rounds: int = 5) -> float:

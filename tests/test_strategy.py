@@ -250,3 +250,14 @@ def test_every_strategy_is_screened():
 def test_unknown_strategy_is_a_clear_error():
     with pytest.raises(ValueError, match="strategy must be one of fedavg, fedadagrad, fedmedian, .*got 'fedsgd'"):
         make("fedsgd")
+
+
+def test_a_site_whose_data_cannot_be_used_is_failed_with_the_files_problem(capsys):
+    strategy = started(make(), nodes=(1, 2))
+    reason = ("<class 'app.site_data.SiteDataError'>:<'/data/train.npz: labels must be in 0..9; "
+              "sample 7 has 10 (run config num-classes)'>")
+    strategy.aggregate_train(1, [train_reply(1, value=1.0, examples=10), error_reply(2, reason=reason)])
+    lines = lines_by_node(capsys.readouterr().out)
+    assert (lines[2]["status"], lines[2]["reason"]) == ("failed", "site_data_invalid")
+    assert "/data/train.npz: labels must be in 0..9" in lines[2]["error"]
+    assert lines[1]["status"] == "ok"

@@ -4,6 +4,7 @@ for flower-supernode: it must end a Flower that gave up, and never wait on Flowe
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 import time
 
@@ -93,3 +94,128 @@ sys.exit(1)
 def test_a_clean_exit_is_passed_on(tmp_path, capfd):
     assert entrypoint.supervise(flower(tmp_path, "print('{\"event\": \"bye\"}')")) == 0
     assert [e["event"] for e in json_lines(capfd.readouterr().out)] == ["bye"]
+
+
+# --- Which node this is: replica -> partition -> key, or its own data folder ----------
+
+@pytest.fixture
+def compose_dns(monkeypatch):
+    """This container is replica 2 of three, as Compose's DNS tells it."""
+    import socket
+
+    addresses = {"me": "10.0.0.12", "fd-supernode-1": "10.0.0.11", "fd-supernode-2": "10.0.0.12",
+                 "fd-supernode-3": "10.0.0.13"}
+    monkeypatch.setattr(socket, "gethostname", lambda: "me")
+    monkeypatch.setattr(socket, "gethostbyname", lambda name: addresses[name])
+    monkeypatch.setattr(socket, "gethostbyname_ex", lambda name: (name, [], [addresses[name]]))
+    monkeypatch.setenv("REPLICA_NAME_PREFIX", "fd-supernode")
+    monkeypatch.setenv("NUM_PARTITIONS", "3")
+    monkeypatch.delenv("PARTITION_ID", raising=False)
+
+
+def test_replica_n_takes_partition_n_minus_1_and_key_n(compose_dns):
+    assert entrypoint.partition_node_config() == ({"partition-id": 1, "num-partitions": 3}, 2)
+    with pytest.raises(entrypoint.ConfigError, match="/certs/supernode-2/ca.crt"):
+        entrypoint.node_files(2)
+
+
+def test_a_given_partition_wins_and_must_fit(compose_dns, monkeypatch):
+    monkeypatch.setenv("PARTITION_ID", "0")
+    assert entrypoint.partition_node_config() == ({"partition-id": 0, "num-partitions": 3}, None)
+    monkeypatch.setenv("PARTITION_ID", "3")
+    with pytest.raises(entrypoint.ConfigError, match="PARTITION_ID=3 is outside 0..2"):
+        entrypoint.partition_node_config()
+
+
+def test_a_replica_on_its_own_folder_finds_it_by_number(compose_dns, monkeypatch):
+    monkeypatch.setenv("DATA_PATH", "/sites/site-{replica}")
+    assert entrypoint.data_node_config() == ({"data-path": "/sites/site-2", "label-column": "label"}, 2)
+
+
+def test_a_site_folder_reaches_flower_as_node_config_it_parses(monkeypatch):
+    from flwr.common.config import parse_config_args
+
+    monkeypatch.delenv("REPLICA_NAME_PREFIX", raising=False)
+    monkeypatch.setenv("DATA_PATH", "/data")
+    monkeypatch.setenv("LABEL_COLUMN", "diagnosis code")
+    config, replica = entrypoint.data_node_config()
+    assert replica is None
+    text = entrypoint.as_flower_node_config(config)
+    assert parse_config_args([text]) == {"data-path": "/data", "label-column": "diagnosis code"}
+    assert parse_config_args([entrypoint.as_flower_node_config({"partition-id": 1, "num-partitions": 3})]) == {
+        "partition-id": 1, "num-partitions": 3}
+
+
+# --- A site folder that cannot be used: logged, unhealthy, and healthy again once fixed ---
+
+sys.path.insert(0, str(ROOT / "docker"))
+import site_data_watch  # noqa: E402 - beside the entrypoint in the image
+
+health_spec = importlib.util.spec_from_file_location("healthcheck", ROOT / "docker/healthcheck.py")
+healthcheck = importlib.util.module_from_spec(health_spec)
+health_spec.loader.exec_module(healthcheck)
+
+
+def test_a_broken_site_folder_is_unhealthy_until_fixed(tmp_path, monkeypatch, capfd):
+    import numpy as np
+
+    health_file = tmp_path / "health.json"
+    monkeypatch.setattr(entrypoint, "HEALTH_FILE", health_file)
+    monkeypatch.setattr(healthcheck, "SUPERNODE_TARGET", str(health_file))
+    folder = tmp_path / "site"
+    folder.mkdir()
+    x, y = np.random.default_rng(0).random((30, 64)), np.arange(30) % 10
+    np.savez(folder / "train.npz", x=x, y=np.where(np.arange(30) == 4, 12, y))  # a label out of range
+
+    health = entrypoint.HealthTarget(["--root-certificates", "/certs/ca.crt"])
+    watch = site_data_watch.SiteDataWatch(folder, "label", health.site_data)
+    assert "sample 4 has 12" in watch.check()
+    with pytest.raises(ValueError, match="this site's data cannot be used: .*train.npz: labels must be in 0..9"):
+        healthcheck.main("supernode://127.0.0.1:9094/health")
+    assert watch.check() is not None  # the same problem is not logged twice
+
+    np.savez(folder / "train.npz", x=x, y=y)
+    assert watch.check() is None
+    assert json.loads(health_file.read_text())["site_data_error"] is None
+    events = [e for e in json_lines(capfd.readouterr().out) if e["event"].startswith("site_data")]
+    assert [e["event"] for e in events] == ["site_data_invalid", "site_data_valid"]
+    assert events[0]["path"] == str(folder / "train.npz") and "labels must be in 0..9" in events[0]["problem"]
+    assert events[1]["train_examples"] == 24 and events[1]["validation_examples"] == 6
+
+
+def test_start_up_expectations_can_be_left_to_the_run(monkeypatch, tmp_path):
+    monkeypatch.setenv("MODEL_FEATURES", "any")
+    monkeypatch.setenv("NUM_CLASSES", "3")
+    watch = site_data_watch.SiteDataWatch(tmp_path, "label", lambda problem: None)
+    assert (watch.features, watch.num_classes) == (None, 3)
+    monkeypatch.setenv("NUM_CLASSES", "ten")
+    with pytest.raises(ValueError, match="NUM_CLASSES='ten' is not a whole number or 'any'"):
+        site_data_watch.SiteDataWatch(tmp_path, "label", lambda problem: None)
+
+
+# --- The health probe's plaintext fallback (any://) ------------------------------------
+
+@pytest.mark.parametrize(("status", "healthy"), [(200, 0), (503, None)])
+def test_the_probe_falls_back_to_plaintext_and_wants_200(status, healthy):
+    import http.server
+    import threading
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"any://127.0.0.1:{server.server_address[1]}/health"
+        if healthy is None:  # urllib raises on an error status: the probe's caller says unhealthy
+            with pytest.raises(Exception, match="503"):
+                healthcheck.main(url)
+        else:
+            assert healthcheck.main(url) == healthy
+    finally:
+        server.shutdown()

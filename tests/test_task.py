@@ -7,6 +7,9 @@ import pytest
 import torch
 
 from app import task
+from app.models import Net, build_model, input_shape
+
+RUN_CONFIG = {"seed": 42, "partitioning": "iid", "dirichlet-alpha": 0.5}
 
 
 @pytest.mark.parametrize("partitioning", ["iid", "dirichlet"])
@@ -37,10 +40,10 @@ def test_dirichlet_is_skewed_and_reproducible():
 
 def test_partition_and_test_set_are_disjoint_and_fixed():
     tr, va = task.load_partition(0, 3)
-    test = task.load_test_set(42)
+    test = task.load_test_set(RUN_CONFIG)
     assert len(tr) > 0 and len(va) > 0 and len(test) == int(1797 * 0.2)
-    train_rows = {r.tobytes() for r in tr.images} | {r.tobytes() for r in va.images}
-    assert len(train_rows & {r.tobytes() for r in test.images}) < 5  # digits has a few duplicate images
+    train_rows = {r.tobytes() for r in tr.inputs} | {r.tobytes() for r in va.inputs}
+    assert len(train_rows & {r.tobytes() for r in test.inputs}) < 5  # digits has a few duplicate images
 
 
 @pytest.mark.parametrize(("bad", "message"), [
@@ -61,7 +64,7 @@ def test_has_converged():
 
 def test_training_lowers_the_loss_and_reports_metadata():
     trainset, valset = task.load_partition(0, 2)
-    net = task.Net()
+    net = Net()
     before, _, _ = task.evaluate(net, valset)
     loss, meta = task.train(net, trainset, epochs=3, lr=0.1, batch_size=32, tolerance=0.01, seed=1)
     after, accuracy, timing = task.evaluate(net, valset)
@@ -91,9 +94,47 @@ def test_the_app_imports_neither_scikit_learn_nor_scipy():
 
 
 def test_extra_model_megabytes_are_shipped_but_never_trained():
-    net = task.Net(extra_mb=2)
+    net = Net(extra_mb=2)
     assert net.state_dict()["extra"].numel() * 4 == 2 * 2**20
     trainset, _ = task.load_partition(0, 4, partitioning="iid", alpha=0.5, seed=1)
     task.train(net, trainset, epochs=1, lr=0.1, batch_size=32, tolerance=0.01, seed=1)
-    assert torch.equal(net.state_dict()["extra"], task.Net(extra_mb=2).state_dict()["extra"])
-    assert "extra" not in task.Net().state_dict()
+    assert torch.equal(net.state_dict()["extra"], Net(extra_mb=2).state_dict()["extra"])
+    assert "extra" not in Net().state_dict()
+
+
+@pytest.mark.parametrize(("model", "shape"), [("cnn", (1, 8, 8)), ("mlp", (64,))])
+def test_each_model_gets_its_data_in_its_own_shape(model, shape):
+    config = {**RUN_CONFIG, "model": model}
+    train, val = task.load_local_data({"partition-id": 0, "num-partitions": 3}, config)
+    test = task.load_test_set(config)
+    assert input_shape(config) == shape
+    assert train.inputs.shape[1:] == val.inputs.shape[1:] == test.inputs.shape[1:] == shape
+    net = build_model(config)
+    assert net(torch.from_numpy(test.inputs[:4])).shape == (4, 10)
+
+
+def test_the_mlp_learns_the_digits_too():
+    config = {**RUN_CONFIG, "model": "mlp"}
+    train, val = task.load_local_data({"partition-id": 0, "num-partitions": 2}, config)
+    net = build_model(config)
+    task.train(net, train, epochs=5, lr=0.1, batch_size=32, tolerance=0.0, seed=1)
+    assert task.evaluate(net, val)[1] > 0.8
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"model": "resnet"}, "model must be one of cnn, mlp"),
+    ({"model": "mlp", "num-features": 20}, "set server-test-set=none"),
+    ({"server-test-set": "mnist"}, "server-test-set must be"),
+])
+def test_bad_model_settings_are_clear_errors(config, message):
+    with pytest.raises(ValueError, match=message):
+        task.load_test_set({**RUN_CONFIG, **config})
+
+
+def test_without_the_servers_test_set_there_is_none():
+    assert task.load_test_set({**RUN_CONFIG, "server-test-set": "none", "model": "mlp", "num-features": 20}) is None
+
+
+def test_a_node_without_partition_or_data_path_is_told_what_to_set():
+    with pytest.raises(ValueError, match="data-path=<folder> for its own data"):
+        task.load_local_data({}, RUN_CONFIG)

@@ -1,0 +1,79 @@
+"""Checks a SuperNode's own data folder at start, and again whenever it changes.
+
+A folder that cannot be used does not stop the container (a restart would not fix
+a file, and would only loop): the SuperNode starts anyway, logs one
+`site_data_invalid` line naming the file and the problem, and reports unhealthy
+until the folder is fixed; meanwhile its ClientApps reply `failed` with the same
+reason, which the server logs per round. Once the folder is fixed, it logs
+`site_data_valid` and is healthy again, with no restart.
+
+What is checked before a run names a model: the folder and files, the formats,
+sample counts, finite features, whole-number labels; and, against MODEL_FEATURES and
+NUM_CLASSES (default: the shipped models' 64 features and 10 classes; `any` to
+skip), the feature count and the label range. Each ClientApp checks again against
+its run's model.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from app import models
+from app.logging import get_logger
+from app.site_data import SiteDataError, fingerprint, load_site
+
+log = get_logger("app.entrypoint")
+RECHECK_SECONDS = 10
+
+
+def expected(name: str, default: int) -> int | None:
+    raw = os.getenv(name, "").strip() or str(default)
+    if raw == "any":
+        return None
+    if not raw.isdigit():
+        raise ValueError(f"{name}={raw!r} is not a whole number or 'any'")
+    return int(raw)
+
+
+class SiteDataWatch:
+    """The folder's state: `problem` is None while it is usable."""
+
+    def __init__(self, folder: Path, label_column: str, on_change: Callable[[str | None], None]) -> None:
+        self.folder, self.label_column, self.on_change = folder, label_column, on_change
+        self.features = expected("MODEL_FEATURES", models.CONFIG_DEFAULTS["num-features"])
+        self.num_classes = expected("NUM_CLASSES", models.CONFIG_DEFAULTS["num-classes"])
+        self.problem: str | None = None
+        self.seen: tuple | None = None
+
+    def check(self) -> str | None:
+        """Check the folder now, log what it found (a problem only when it is new), report it."""
+        self.seen = fingerprint(self.folder)
+        try:
+            site = load_site(self.folder, self.features, self.num_classes, self.label_column)
+        except SiteDataError as exc:
+            problem = str(exc)
+            if problem != self.problem:
+                log.error("site_data_invalid", path=str(exc.path), problem=exc.problem,
+                          hint="fix the file on this site's disk; the node is unhealthy and its replies "
+                               "fail until then, and is checked again when the folder changes")
+        else:
+            problem = None
+            log.info("site_data_valid", path=str(self.folder), train_examples=len(site.train.y),
+                     validation_examples=len(site.validation.y), features=int(site.train.x.shape[1]))
+        self.problem = problem
+        self.on_change(problem)
+        return problem
+
+    def start(self) -> None:
+        """Check now, then re-check in the background whenever the folder changes."""
+        self.check()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        stop = threading.Event()
+        while not stop.wait(RECHECK_SECONDS):
+            if fingerprint(self.folder) != self.seen:
+                self.check()
