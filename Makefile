@@ -15,7 +15,7 @@ export FLWR_DISABLE_UPDATE_CHECK := 1
 RAY_ADDRESS ?= local
 export RAY_ADDRESS
 
-.PHONY: install images federation federation-aggregated simulation-docker report test test-fast simulation bench bench-round bench-model-size bench-simulation bench-faults constraints clean
+.PHONY: install images federation federation-aggregated sites federation-sites simulation-docker report test test-fast simulation bench bench-round bench-model-size bench-simulation bench-faults constraints clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -40,6 +40,16 @@ federation-aggregated: images  ## the federation with every container's lines st
 report: install  ## table + chart of the last run in the aggregator's store (make federation-aggregated first)
 	run=$$($(AGGREGATED) exec -T aggregator sh -c 'ls -t /var/log/flowerdock/runs | head -1'); \
 	$(AGGREGATED) exec -T aggregator cat /var/log/flowerdock/runs/$$run | $(BIN)/python scripts/report.py --png report.png
+
+SITES ?= 3
+sites: install  ## SITES=3 site folders in ./sites from the bundled digits (Dirichlet: sizes and label mixes differ)
+	$(BIN)/python scripts/make_site_data.py --sites $(SITES) --partitioning dirichlet --alpha 0.5 --format npz,csv --out sites --force
+
+SITES_COMPOSE := docker compose -f compose.yaml -f docker/compose.sites.yaml
+federation-sites: images  ## the federation with SuperNode N on ./sites/site-N (make sites first)
+	@test -d sites/site-1 || { echo "no site folders in ./sites: run make sites first" >&2; exit 2; }
+	export SITES_DIR=$(CURDIR)/sites NUM_SUPERNODES=$$(ls -d sites/site-* | wc -l); \
+	$(SITES_COMPOSE) up --no-build --exit-code-from submit submit; status=$$?; $(SITES_COMPOSE) stop; exit $$status
 
 simulation-docker: images  ## Flower's simulation runtime in a container: SIM_NODES=1000, SIM_SAMPLED=25, SIM_ROUNDS=3
 	docker compose -f docker/compose.simulation.yaml up --no-build --exit-code-from submit submit; status=$$?; \

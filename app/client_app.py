@@ -3,9 +3,12 @@ own folder, or its partition of the bundled digits), and reports how it went as
 CBOR metadata next to the usual records.
 
 Data that cannot be used (app/site_data.py) raises; Flower then replies with an
-error that carries the message, and the server logs it for this node and round."""
+error that carries the message (never a value from the data), and the server logs
+it for this node and round."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -13,6 +16,7 @@ from flwr.clientapp import ClientApp
 from app import task
 from app.logging import configure_logging, get_logger
 from app.metadata import to_config_record
+from app.site_data import SiteDataError
 
 configure_logging()  # again here: JSON even where flowerdock_logging.pth is not installed
 app = ClientApp()
@@ -34,6 +38,8 @@ def train(msg: Message, context: Context) -> Message:
         tolerance=float(config["convergence-tolerance"]),
         seed=int(config["seed"]) + int(msg.content["config"]["server-round"]),
     )
+    if context.node_config.get("share-label-counts") is True:  # the site's operator opted in
+        meta = dataclasses.replace(meta, label_counts=task.label_counts(trainset))
     record_name, record = to_config_record(meta)
     log.info("local_train_done", run_id=context.run_id, examples=len(trainset), train_loss=loss,
              training_time=meta.training_time, converged=meta.converged)
@@ -71,4 +77,9 @@ def _received_model(msg: Message, context: Context):
 
 
 def _local_data(context: Context) -> tuple[task.Split, task.Split]:
-    return task.load_local_data(context.node_config, context.run_config)
+    try:
+        return task.load_local_data(context.node_config, context.run_config)
+    except SiteDataError as exc:  # the detail (a value from the data) stays in this site's log
+        log.error("site_data_invalid", run_id=context.run_id, path=str(exc.path), problem=exc.problem,
+                  detail=exc.detail)
+        raise

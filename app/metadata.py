@@ -8,6 +8,10 @@ object is ever built from a tag), and then checks a strict schema: exact field
 names and types, finite numbers, sane sizes, and a schema version so that a newer
 server can still read an older client.
 
+Version 2 adds `label_counts` to train metadata: privacy-sensitive, sent only when a
+site's operator opts in (node config `share-label-counts`). Without it, metadata is
+still written as version 1, byte for byte, so v1-only servers keep reading those sites.
+
 Public API: `encode(meta) -> bytes`, `decode(data, kind) -> meta`, `MetadataError`,
 and `to_config_record` / `from_content` for carrying it in a Message.
 """
@@ -27,15 +31,17 @@ from flwr.app import ConfigRecord, RecordDict
 __all__ = ["EvaluateProcessMetadata", "MetadataError", "SCHEMA_VERSION", "TrainProcessMetadata", "decode", "encode",
            "from_content", "to_config_record"]
 
-# Version 1 is the first and only layout. When a field changes, bump this, keep
-# a reader for every older version in `_READERS`, and old clients keep working.
-SCHEMA_VERSION = 1
+# The newest version written. When a field changes, bump this, keep a reader for
+# every older version in `_READERS`, and old clients keep working.
+SCHEMA_VERSION = 2
 
 # Limits. A legitimate payload is a few hundred bytes; these leave ample room
 # while bounding the work an attacker can cause.
 MAX_PAYLOAD_BYTES = 64 * 1024
-MAX_DEPTH = 3  # the payload map, and one map inside it (training_losses)
+MAX_DEPTH = 3  # the payload map, and one map inside it (training_losses, label_counts)
 MAX_EPOCHS = 1_000  # entries in training_losses
+MAX_LABELS = 1_000  # entries in label_counts
+MAX_LABEL_COUNT = 10**9  # examples of one label at one site
 MAX_KEY_CHARS = 64
 MAX_SECONDS = 7 * 24 * 3600.0  # a week: longer than any round timeout
 
@@ -51,11 +57,15 @@ class TrainProcessMetadata:
     training_time: float  # seconds
     converged: bool
     training_losses: dict[str, float]  # e.g. {"epoch_1": 0.56, "epoch_2": 0.34}
+    # Training examples per label name, e.g. {"0": 512, "malignant": 40}: opt-in, else None. Set: version 2.
+    label_counts: dict[str, int] | None = None
 
     KIND = "train"
 
     def __post_init__(self) -> None:
         _check_train(self.training_time, self.converged, self.training_losses)
+        if self.label_counts is not None:
+            _check_label_counts(self.label_counts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +82,7 @@ class EvaluateProcessMetadata:
 
 Metadata = TrainProcessMetadata | EvaluateProcessMetadata
 M = TypeVar("M", TrainProcessMetadata, EvaluateProcessMetadata)
+V = TypeVar("V")
 PAYLOAD_KEY = "meta"  # the ConfigRecord entry that holds the encoded payload
 RECORD_NAMES = {TrainProcessMetadata: "train_metadata", EvaluateProcessMetadata: "evaluate_metadata"}
 
@@ -79,11 +90,16 @@ RECORD_NAMES = {TrainProcessMetadata: "train_metadata", EvaluateProcessMetadata:
 def encode(meta: Metadata) -> bytes:
     """Serialise metadata to CBOR, deterministically: canonical key order, 64-bit floats."""
     # Keys in canonical order by hand (shorter first): cbor2's canonical=True sorts slowly.
-    if isinstance(meta, TrainProcessMetadata):
-        payload = {"kind": meta.KIND, "version": SCHEMA_VERSION, "converged": meta.converged,
+    # The oldest version that holds the object: without label_counts that is version 1.
+    if isinstance(meta, TrainProcessMetadata) and meta.label_counts is None:
+        payload = {"kind": meta.KIND, "version": 1, "converged": meta.converged,
                    "training_time": meta.training_time, "training_losses": _canonical(meta.training_losses)}
+    elif isinstance(meta, TrainProcessMetadata):
+        payload = {"kind": meta.KIND, "version": 2, "converged": meta.converged,
+                   "label_counts": _canonical(meta.label_counts), "training_time": meta.training_time,
+                   "training_losses": _canonical(meta.training_losses)}
     elif isinstance(meta, EvaluateProcessMetadata):
-        payload = {"kind": meta.KIND, "version": SCHEMA_VERSION, "evaluation_time": meta.evaluation_time}
+        payload = {"kind": meta.KIND, "version": 1, "evaluation_time": meta.evaluation_time}
     else:
         raise MetadataError(f"cannot encode {type(meta).__name__}: not a metadata type")
     data = cbor2.dumps(payload)
@@ -92,12 +108,12 @@ def encode(meta: Metadata) -> bytes:
     return data
 
 
-def _canonical(losses: dict[str, float]) -> dict[str, float]:
+def _canonical(entries: dict[str, V]) -> dict[str, V]:
     # Canonical CBOR order: shorter UTF-8 key first, then bytewise. UTF-8 keeps
     # code-point order, so str order is byte order; for ASCII len() is the UTF-8 length.
-    keys = sorted(losses)
+    keys = sorted(entries)
     keys.sort(key=len if "".join(keys).isascii() else lambda key: len(key.encode()))
-    return losses if keys == list(losses) else {key: losses[key] for key in keys}
+    return entries if keys == list(entries) else {key: entries[key] for key in keys}
 
 
 def decode(data: bytes, kind: type[M] = TrainProcessMetadata) -> M:
@@ -188,34 +204,42 @@ def _cbor_type(value: Any) -> str:
 
 # --- Schema ---------------------------------------------------------------------
 
-_V1_KEYS = {kind: frozenset({"version", "kind", *(f.name for f in fields(kind))}) for kind in RECORD_NAMES}
+_V1_KEYS = {kind: frozenset({"version", "kind", *(f.name for f in fields(kind))}) - {"label_counts"}
+            for kind in RECORD_NAMES}
+# Version 2 requires label_counts in train. Evaluate did not change: a version-2 evaluate
+# payload (none is written yet) is read like version 1, as a version names the whole schema.
+_V2_KEYS = _V1_KEYS | {TrainProcessMetadata: _V1_KEYS[TrainProcessMetadata] | {"label_counts"}}
 _new, _set = object.__new__, object.__setattr__
 
 
-def _read_v1(payload: dict[Any, Any], kind: type[M]) -> M:
+def _read(payload: dict[Any, Any], kind: type[M], keys: dict[type, frozenset[str]], build: dict[type, Any]) -> M:
     if payload.get("kind") != kind.KIND:
         raise MetadataError(f"expected kind '{kind.KIND}', got {payload.get('kind')!r}")
-    if payload.keys() != (expected := _V1_KEYS[kind]):
+    if payload.keys() != (expected := keys[kind]):
         unknown, missing = sorted(str(k) for k in payload.keys() - expected), sorted(expected - payload.keys())
         raise MetadataError(f"unknown field(s): {', '.join(unknown)}" if unknown else
                             f"missing field(s): {', '.join(missing)}")
-    return _BUILD_V1[kind](payload)
+    return build[kind](payload)
 
 
 # Checked once, here, then built without __init__: its __post_init__ would check again.
-def _train_v1(payload: dict[str, Any]) -> TrainProcessMetadata:
+def _train(payload: dict[str, Any], label_counts: dict[str, int] | None) -> TrainProcessMetadata:
     seconds, converged, losses = payload["training_time"], payload["converged"], payload["training_losses"]
     _check_train(seconds, converged, losses, from_cbor=True)
     meta = _new(TrainProcessMetadata)
     _set(meta, "training_time", seconds)
     _set(meta, "converged", converged)
     _set(meta, "training_losses", losses)
+    _set(meta, "label_counts", label_counts)
     return meta
 
 
-_BUILD_V1 = {TrainProcessMetadata: _train_v1,
+_BUILD_V1 = {TrainProcessMetadata: lambda payload: _train(payload, None),
              EvaluateProcessMetadata: lambda payload: EvaluateProcessMetadata(payload["evaluation_time"])}
-_READERS = {1: _read_v1}
+_BUILD_V2 = _BUILD_V1 | {
+    TrainProcessMetadata: lambda payload: _train(payload, _check_label_counts(payload["label_counts"]))}
+_READERS = {1: lambda payload, kind: _read(payload, kind, _V1_KEYS, _BUILD_V1),
+            2: lambda payload, kind: _read(payload, kind, _V2_KEYS, _BUILD_V2)}
 
 
 def _check_train(training_time: Any, converged: Any, training_losses: Any, from_cbor: bool = False) -> None:
@@ -274,11 +298,27 @@ def _check_each_loss(losses: dict[Any, Any]) -> None:
     # A NaN or infinite loss means training diverged: such an update must not be
     # averaged into the global model, so it is refused like any other bad value.
     for key, value in losses.items():
-        if type(key) is not str or not 0 < len(key) <= MAX_KEY_CHARS or not key.isprintable():
-            raise MetadataError(f"training_losses keys must be printable text of 1-{MAX_KEY_CHARS} characters, "
-                                f"got {key!r:.80}")
+        _check_key("training_losses", key)
         if type(value) is not float or not isfinite(value):  # a finite float needs nothing more
             _check_number(f"training_losses[{key!r}]", value)
+
+
+def _check_key(name: str, key: Any) -> None:
+    if type(key) is not str or not 0 < len(key) <= MAX_KEY_CHARS or not key.isprintable():
+        raise MetadataError(f"{name} keys must be printable text of 1-{MAX_KEY_CHARS} characters, got {key!r:.80}")
+
+
+def _check_label_counts(counts: Any) -> dict[str, int]:
+    if type(counts) is not dict:
+        raise MetadataError(f"label_counts must be a map, got {_cbor_type(counts)}")
+    if len(counts) > MAX_LABELS:
+        raise MetadataError(f"label_counts has {len(counts)} entries, over the cap of {MAX_LABELS}")
+    for key, count in counts.items():
+        _check_key("label_counts", key)
+        if type(count) is not int or not 0 <= count <= MAX_LABEL_COUNT:  # a bool is no int here
+            shown = count if type(count) is int and count.bit_length() <= 64 else _cbor_type(count)
+            raise MetadataError(f"label_counts[{key!r}] must be an integer from 0 to {MAX_LABEL_COUNT}, got {shown}")
+    return counts
 
 
 # --- Carrying it in a Message ---------------------------------------------------------

@@ -73,7 +73,8 @@ def log_client_round(run_id: int, server_round: int, phase: str, outcome: Outcom
         log.warning("client_round", **fields, reason=outcome.reason, error=outcome.error)
         return
     screened = outcome.screened
-    fields.update(asdict(screened.meta), metrics=screened.metrics)
+    # label_counts only when the site opted in (docs/site-data.md: what leaves a site)
+    fields.update({k: v for k, v in asdict(screened.meta).items() if v is not None}, metrics=screened.metrics)
     if screened.update_norm is not None:
         fields.update(update_norm=screened.update_norm, update_distance=screened.update_distance)
     log.info("client_round", **fields)

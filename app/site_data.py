@@ -34,11 +34,16 @@ FORMATS = (".npz", ".csv")
 
 
 class SiteDataError(ValueError):
-    """A site's data cannot be used; `path` is the file (or folder), `problem` says why."""
+    """A site's data cannot be used: `path` is the file (or folder), `problem` says why.
 
-    def __init__(self, path: Path, problem: str) -> None:
+    The message (`str()`) holds no value from the data: it is what a failing ClientApp
+    sends the server. `detail` holds what the site's operator needs to find it (the
+    offending value, the folder's listing) and is only logged on the site.
+    """
+
+    def __init__(self, path: Path, problem: str, detail: str = "") -> None:
         super().__init__(f"{path}: {problem}")
-        self.path, self.problem = path, problem
+        self.path, self.problem, self.detail = path, problem, detail
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,7 @@ def find_files(folder: Path) -> tuple[Path, Path | None]:
     train, val = (_one_of(folder, present, stem) for stem in ("train", "val"))
     if train is None:
         found = ", ".join(present) if present else "nothing"
-        raise SiteDataError(folder, f"no train.npz or train.csv (found: {found})")
+        raise SiteDataError(folder, "no train.npz or train.csv", detail=f"found: {found}")
     return train, val
 
 
@@ -135,9 +140,9 @@ def _read_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
         if not header:
             raise SiteDataError(path, "empty file: a header row and one row per sample are needed")
         if label_column not in header:
-            raise SiteDataError(path, f"no label column {label_column!r} in the header "
-                                      f"({', '.join(header[:8])}{', ...' if len(header) > 8 else ''}); "
-                                      "name it, or set node config label-column")
+            raise SiteDataError(path, f"no label column {label_column!r} in the header: name it, or set "
+                                      "LABEL_COLUMN (node config label-column)",
+                                detail=f"header: {', '.join(header[:8])}{', ...' if len(header) > 8 else ''}")
         label_at = header.index(label_column)
         values = [_numbers(row, header, line, path) for line, row in enumerate(rows, start=2) if row]
     if not values:
@@ -154,7 +159,8 @@ def _numbers(row: list[str], header: list[str], line: int, path: Path) -> list[f
         return [float(cell) for cell in row]
     except ValueError:
         column = next(i for i, cell in enumerate(row) if not _is_number(cell))
-        raise SiteDataError(path, f"line {line}, column {header[column]!r}: {row[column][:40]!r} is not a number")
+        raise SiteDataError(path, f"line {line}, column {header[column]!r} is not a number",
+                            detail=f"it holds {row[column][:40]!r}")
 
 
 def _is_number(cell: str) -> bool:
@@ -172,7 +178,8 @@ def _integer_labels(y: np.ndarray, path: Path) -> np.ndarray:
         raise SiteDataError(path, f"labels are {y.dtype}, not integers")
     fractional = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
     if len(fractional):
-        raise SiteDataError(path, f"labels must be whole numbers; sample {fractional[0]} has {y[fractional[0]]!r}")
+        raise SiteDataError(path, f"labels must be whole numbers; sample {fractional[0]} is not",
+                            detail=f"sample {fractional[0]} has {y[fractional[0]]!r}")
     return y.astype(np.int64)
 
 
@@ -190,8 +197,8 @@ def check(table: Table, features: int | None, num_classes: int | None) -> Table:
     for where in (negative, too_high):
         if len(where):
             top = f"0..{num_classes - 1}" if num_classes is not None else "0 and up"
-            raise SiteDataError(path, f"labels must be in {top}; sample {where[0]} has {y[where[0]]} "
-                                      "(run config num-classes)")
+            raise SiteDataError(path, f"labels must be in {top} (run config num-classes); sample {where[0]} "
+                                      "is not", detail=f"sample {where[0]} has {y[where[0]]}")
     return Table(x.astype(np.float32, copy=False), y, path)
 
 
@@ -209,8 +216,10 @@ def as_model_input(x: np.ndarray, shape: tuple[int, ...], path: Path) -> np.ndar
 
 
 def fingerprint(folder: Path) -> tuple:
-    """Names, sizes and modification times: what changes when someone edits the folder."""
+    """Names, sizes, modification times and permissions: what changes when someone
+    edits the folder (a chmod changes no time the folder's readers see)."""
     try:
-        return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(folder).iterdir()))
+        stats = ((p.name, p.stat()) for p in Path(folder).iterdir())
+        return tuple(sorted((name, st.st_size, st.st_mtime_ns, st.st_mode) for name, st in stats))
     except OSError as exc:
         return (str(exc),)

@@ -175,6 +175,12 @@ def load_partition(
     )
 
 
+def label_counts(data: Split) -> dict[str, int]:
+    """How many samples of each label: sent only when a site opts in (share-label-counts)."""
+    labels, counts = np.unique(data.labels, return_counts=True)
+    return {str(label): int(count) for label, count in zip(labels, counts)}
+
+
 # --- Training and evaluation ----------------------------------------------------------
 
 

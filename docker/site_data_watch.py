@@ -54,9 +54,9 @@ class SiteDataWatch:
         try:
             site = load_site(self.folder, self.features, self.num_classes, self.label_column)
         except SiteDataError as exc:
-            problem = str(exc)
+            problem = f"{exc} ({exc.detail})" if exc.detail else str(exc)  # on this site only
             if problem != self.problem:
-                log.error("site_data_invalid", path=str(exc.path), problem=exc.problem,
+                log.error("site_data_invalid", path=str(exc.path), problem=exc.problem, detail=exc.detail,
                           hint="fix the file on this site's disk; the node is unhealthy and its replies "
                                "fail until then, and is checked again when the folder changes")
         else:

@@ -6,6 +6,8 @@ TLS, with its own key.
   DATA_PATH       this site's own data folder, mounted read-only (node config
                   data-path; app/site_data.py); `{replica}` in it becomes the replica
                   number N. LABEL_COLUMN: a CSV's label column (default "label").
+                  SHARE_LABEL_COUNTS=1: send the server the training set's label
+                  counts each round (an opt-in: docs/site-data.md).
                   Checked at start and whenever it changes (site_data_watch.py).
                   Without it, the node trains on a partition of the bundled digits:
   PARTITION_ID    this node's partition. When unset: the replica number N that
@@ -310,7 +312,10 @@ def data_node_config() -> tuple[dict, int | None]:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot tell which replica this is ({exc})") from exc
     folder = os.environ["DATA_PATH"].replace("{replica}", str(replica))
-    return {"data-path": folder, "label-column": os.getenv("LABEL_COLUMN") or "label"}, replica
+    config = {"data-path": folder, "label-column": os.getenv("LABEL_COLUMN") or "label"}
+    if os.getenv("SHARE_LABEL_COUNTS", "").lower() in ("1", "true", "yes"):  # an opt-in (docs/site-data.md)
+        config["share-label-counts"] = True
+    return config, replica
 
 
 def partition_node_config() -> tuple[dict, int | None]:

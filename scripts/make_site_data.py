@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         for folder, fmt, split in zip(folders, formats, splits):
             write_site(folder, fmt, *split)
     except ValueError as error:  # InputError, or partition_indices refusing its arguments
-        print(f"make_site_data: error: {error}", file=sys.stderr)
+        detail = getattr(error, "detail", "")  # a SiteDataError's offending value: this is the data's owner
+        print(f"make_site_data: error: {error}{f' ({detail})' if detail else ''}", file=sys.stderr)
         return 2
     except OSError as error:
         print(f"make_site_data: error: {error}", file=sys.stderr)

@@ -35,12 +35,17 @@ def make_certs(*args: str) -> None:
 
 
 class Deployment:
-    def __init__(self, tmp: Path) -> None:
+    """The server project, and client projects that each run one SuperNode: on a partition
+    of the bundled digits (supernode-1 and -2; supernode-3's key is never registered), or,
+    given `sites`, each on its own data folder (supernode-N on sites[N-1], all registered)."""
+
+    def __init__(self, tmp: Path, sites: list[Path] | None = None) -> None:
         tag = uuid.uuid4().hex[:6]
         self.certs, self.other_certs = tmp / "certs", tmp / "other-ca"
-        make_certs("init", "--out", str(self.certs), "--san", f"DNS:{PUBLIC_NAME}", "--nodes", "3")
-        # supernode-3's key exists but is never registered with the SuperLink.
-        (self.certs / "server/supernodes/supernode-3.pub").unlink()
+        nodes = len(sites) if sites else 3
+        make_certs("init", "--out", str(self.certs), "--san", f"DNS:{PUBLIC_NAME}", "--nodes", str(nodes))
+        if not sites:  # supernode-3's key exists but is never registered with the SuperLink.
+            (self.certs / "server/supernodes/supernode-3.pub").unlink()
         make_certs("init", "--out", str(self.other_certs), "--nodes", "1")  # another federation's CA
 
         self.fleet_port, self.control_port = free_port(), free_port()
@@ -49,8 +54,11 @@ class Deployment:
             "SERVER_CERTS_DIR": str(self.certs / "server"), "FLEET_PORT": str(self.fleet_port),
             "CONTROL_PORT": str(self.control_port), "RESTART": "no"})
         # The two SuperNodes keep compose's restart policy; the one-off probes do not restart.
+        if sites:
+            self.sites = [self.client(f"fd-site{n}-{tag}", f"supernode-{n}", partition=0, site=folder, restart=True)
+                          for n, folder in enumerate(sites, 1)]
         self.clients = [self.client(f"fd-client{n}-{tag}", f"supernode-{n}", partition=n - 1, restart=True)
-                        for n in (1, 2)]
+                        for n in (1, 2)] if not sites else []
         self.probe = self.client(f"fd-probe-{tag}", "supernode-1", partition=0)  # for one-off containers
 
         self.flwr_home = tmp / "flwr-home"
@@ -68,10 +76,12 @@ address = "localhost:{self.control_port}"
 """)
 
     def client(self, name: str, node: str, partition: int, certs: Path | None = None,
-               superlink: str | None = None, restart: bool = False) -> Project:
-        project = Project(name, ["tests/compose.host-gateway.yaml"], {  # compose.client.yaml on this host
+               superlink: str | None = None, restart: bool = False, site: Path | None = None) -> Project:
+        files = ["tests/compose.host-gateway.yaml"]  # compose.client.yaml on this host
+        files += ["docker/compose.site-data.yaml"] if site else []
+        project = Project(name, files, {
             "SUPERLINK": superlink or f"{PUBLIC_NAME}:{self.fleet_port}",
-            "NODE_CERTS_DIR": str((certs or self.certs) / node),
+            "NODE_CERTS_DIR": str((certs or self.certs) / node), "SITE_DATA": str(site or ""),
             "PARTITION_ID": str(partition), "NUM_PARTITIONS": "2", "RESTART": "unless-stopped" if restart else "no"})
         self.projects.append(project)
         return project
@@ -81,7 +91,7 @@ address = "localhost:{self.control_port}"
         self.server.compose("up", "--no-build", "--exit-code-from", "register-supernodes", "register-supernodes")
         for client in self.clients:
             client.compose("up", "-d", "--no-build", "--wait", timeout=300)
-        self.wait_for_online_nodes(2)
+        self.wait_for_online_nodes(len(self.clients))
 
     def flwr(self, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
         return sh(FLWR, *args, env={"FLWR_HOME": str(self.flwr_home), "LOG_FORMAT": "console"},

@@ -193,7 +193,7 @@ BAD_INPUTS = {
     "wrong extension": ("data.txt", "1,2\n", "expected a .npz or .csv file"),
     "npz without y": ("data.npz", {"x": np.zeros((3, 2))}, "no array y"),
     "no label column": ("data.csv", "a,b\n1,2\n", "no label column 'label'"),
-    "non-numeric cell": ("data.csv", "a,label\n1,0\nabc,1\n", "line 3, column 'a': 'abc' is not a number"),
+    "non-numeric cell": ("data.csv", "a,label\n1,0\nabc,1\n", "line 3, column 'a' is not a number (it holds 'abc')"),
     "x/y lengths differ": ("data.npz", {"x": np.zeros((3, 2)), "y": np.zeros(2)}, "one label per sample of x (3,)"),
 }
 

@@ -15,8 +15,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import app.metadata
 from app.metadata import (
     MAX_EPOCHS,
+    MAX_LABEL_COUNT,
+    MAX_LABELS,
     MAX_PAYLOAD_BYTES,
     SCHEMA_VERSION,
     EvaluateProcessMetadata,
@@ -33,10 +36,15 @@ GOOD = TrainProcessMetadata(training_time=12.5, converged=True, training_losses=
 
 
 def payload(**overrides):
-    base = {"version": SCHEMA_VERSION, "kind": "train", "training_time": 1.0, "converged": False,
+    """A version-1 train payload (what a site that did not opt in to label_counts sends)."""
+    base = {"version": 1, "kind": "train", "training_time": 1.0, "converged": False,
             "training_losses": {"epoch_1": 0.5}}
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not DROP}
+
+
+def payload_v2(**overrides):
+    return payload(**{"version": 2, "label_counts": {"0": 10, "1": 7}} | overrides)
 
 
 DROP = object()
@@ -361,3 +369,140 @@ def test_a_record_of_another_type_under_the_name_is_no_metadata():
     content = RecordDict({"train_metadata": MetricRecord({"meta": 1})})
     with pytest.raises(MetadataError, match="no 'train_metadata' ConfigRecord"):
         from_content(content, TrainProcessMetadata)
+
+
+# --- label_counts: schema version 2 ------------------------------------------------------
+
+counts = st.dictionaries(st.text(st.characters(categories=["L", "N", "P"]), min_size=1, max_size=64),
+                         st.integers(0, MAX_LABEL_COUNT), max_size=50)
+
+
+@given(losses, counts)
+def test_label_counts_round_trip(training_losses, label_counts):
+    meta = TrainProcessMetadata(3.0, True, training_losses, label_counts)
+    data = encode(meta)
+    assert decode(data) == meta and decode(data).label_counts == label_counts
+    assert cbor2.loads(data)["version"] == 2 == SCHEMA_VERSION
+
+
+def test_without_label_counts_the_bytes_are_version_1_as_before():
+    old = cbor2.dumps({"kind": "train", "version": 1, "converged": True, "training_time": 12.5,
+                       "training_losses": {"epoch_1": 0.56, "epoch_2": 0.34}})
+    assert GOOD.label_counts is None and encode(GOOD) == old
+    assert decode(old) == GOOD and decode(old).label_counts is None
+    assert encode(EvaluateProcessMetadata(2.0)) == cbor2.dumps({"kind": "evaluate", "version": 1,
+                                                                "evaluation_time": 2.0})
+
+
+def test_label_counts_are_written_in_canonical_order():
+    keys = ["malignant", "7", "10", "0", "é", "benign"]
+    top = cbor2.loads(encode(TrainProcessMetadata(1.0, True, {"epoch_1": 0.5}, {key: 1 for key in keys})))
+    assert list(top) == ["kind", "version", "converged", "label_counts", "training_time", "training_losses"]
+    assert list(top["label_counts"]) == sorted(keys, key=lambda k: (len(k.encode()), k.encode()))
+
+
+def test_empty_label_counts_are_still_version_2():
+    meta = TrainProcessMetadata(1.0, True, {}, {})
+    assert cbor2.loads(encode(meta))["version"] == 2 and decode(encode(meta)).label_counts == {}
+
+
+def test_a_version_1_only_reader_refuses_version_2_but_reads_sites_that_did_not_opt_in(monkeypatch):
+    monkeypatch.setattr(app.metadata, "_READERS", {1: app.metadata._READERS[1]})
+    with pytest.raises(MetadataError, match=r"unsupported schema version 2 \(this reader knows 1\)"):
+        decode(encode(TrainProcessMetadata(1.0, True, {"epoch_1": 0.5}, {"0": 3})))
+    assert decode(encode(GOOD)) == GOOD
+    assert decode(encode(EvaluateProcessMetadata(2.0)), EvaluateProcessMetadata) == EvaluateProcessMetadata(2.0)
+
+
+def test_a_version_2_evaluate_payload_reads_like_version_1():
+    # Evaluate did not change in version 2; nothing writes it yet, but a version names the whole schema.
+    data = cbor2.dumps({"kind": "evaluate", "version": 2, "evaluation_time": 2.0})
+    assert decode(data, EvaluateProcessMetadata) == EvaluateProcessMetadata(2.0)
+    with pytest.raises(MetadataError, match="unknown field.*: label_counts"):
+        decode(cbor2.dumps({"kind": "evaluate", "version": 2, "evaluation_time": 2.0, "label_counts": {}}),
+               EvaluateProcessMetadata)
+
+
+BAD_COUNTS = [
+    ([["0", 1]], r"label_counts must be a map, got array"),
+    (None, r"label_counts must be a map, got null"),
+    ({"0": -1}, r"label_counts\['0'\] must be an integer from 0 to 1000000000, got -1"),
+    ({"0": 1.0}, r"label_counts\['0'\] must be an integer .* got float"),
+    ({"0": math.nan}, r"label_counts\['0'\] must be an integer .* got float"),
+    ({"0": True}, r"label_counts\['0'\] must be an integer .* got bool"),
+    ({"0": "3"}, r"label_counts\['0'\] must be an integer .* got text"),
+    ({"0": MAX_LABEL_COUNT + 1}, r"label_counts\['0'\] must be an integer .* got 1000000001"),
+    ({"0": 2**63}, r"got 9223372036854775808"),
+    ({str(i): 1 for i in range(MAX_LABELS + 1)}, r"label_counts has 1001 entries, over the cap of 1000"),
+    ({"": 1}, r"label_counts keys must be printable text of 1-64 characters, got ''"),
+    ({"x" * 65: 1}, r"label_counts keys must be printable"),
+    ({"a\nb": 1}, r"label_counts keys must be printable"),
+    ({"\u200b": 1}, r"label_counts keys must be printable"),
+    ({b"0": 1}, r"label_counts keys must be printable text of 1-64 characters, got b'0'"),
+]
+
+
+@pytest.mark.parametrize(("label_counts", "reason"), BAD_COUNTS)
+def test_bad_label_counts_are_refused_in_payloads(label_counts, reason):
+    with pytest.raises(MetadataError, match=reason):
+        decode(cbor2.dumps(payload_v2(label_counts=label_counts)))
+
+
+@pytest.mark.parametrize(("label_counts", "reason"), [case for case in BAD_COUNTS if case[0] is not None])
+def test_bad_label_counts_are_refused_by_the_constructor(label_counts, reason):
+    with pytest.raises(MetadataError, match=reason):
+        TrainProcessMetadata(1.0, True, {"epoch_1": 0.5}, label_counts)
+
+
+def test_the_constructor_wants_exact_types_in_label_counts():
+    with pytest.raises(MetadataError, match=r"label_counts\['0'\] must be an integer .* got int64"):
+        TrainProcessMetadata(1.0, True, {}, {"0": np.int64(3)})
+    with pytest.raises(MetadataError, match=r"label_counts\['0'\] must be an integer .* got integer$"):
+        TrainProcessMetadata(1.0, True, {}, {"0": 10**5000})  # too long to print: its type is named
+    with pytest.raises(MetadataError, match="label_counts keys must be printable"):
+        TrainProcessMetadata(1.0, True, {}, {Text("0"): 3})
+    with pytest.raises(MetadataError, match="label_counts keys must be printable text of 1-64 characters, got 0"):
+        TrainProcessMetadata(1.0, True, {}, {0: 3})  # type: ignore[dict-item]
+    with pytest.raises(MetadataError, match="map key must be a text string or byte string"):
+        decode(cbor2.dumps(payload_v2(label_counts={0: 3})))  # the decoder refuses an integer key itself
+
+
+def test_the_largest_label_counts_allowed_are_accepted():
+    label_counts = {f"label_{i}": MAX_LABEL_COUNT if i % 2 else 0 for i in range(MAX_LABELS)} | {"x" * 64: 1}
+    del label_counts["label_0"]
+    assert decode(cbor2.dumps(payload_v2(label_counts=label_counts))).label_counts == label_counts
+
+
+@pytest.mark.parametrize("data", [
+    cbor2.dumps(payload_v2(label_counts={"0": cbor2.CBORTag(2, b"\x01")})),  # a bignum count
+    cbor2.dumps(payload_v2(label_counts={"0": 2**64})),  # cbor2 writes it as a bignum: tag 2
+    cbor2.dumps(payload_v2(label_counts={"0": -(2**64) - 1})),  # tag 3
+    cbor2.dumps(payload_v2(label_counts={cbor2.CBORTag(1, 0): 1})),  # a tagged key
+    cbor2.dumps(payload_v2(label_counts=cbor2.CBORTag(258, ["0"]))),  # a set
+])
+def test_a_tag_inside_label_counts_is_refused(data):
+    with pytest.raises(MetadataError, match=r"CBOR tag \d+ is not allowed"):
+        decode(data)
+
+
+def test_label_counts_nested_deeper_are_refused():
+    with pytest.raises(MetadataError, match=r"label_counts\['0'\] must be an integer .* got map"):
+        decode(cbor2.dumps(payload_v2(label_counts={"0": {"a": 1}})))
+    with pytest.raises(MetadataError, match="depth"):
+        decode(cbor2.dumps(payload_v2(label_counts={"0": {"a": {"b": 1}}})))
+
+
+def test_version_2_requires_label_counts_and_version_1_refuses_them():
+    with pytest.raises(MetadataError, match="^missing field\\(s\\): label_counts$"):
+        decode(cbor2.dumps(payload_v2(label_counts=DROP)))
+    with pytest.raises(MetadataError, match="^unknown field\\(s\\): label_counts$"):
+        decode(cbor2.dumps(payload(label_counts={"0": 1})))
+    with pytest.raises(MetadataError, match="unknown field.*: extra"):
+        decode(cbor2.dumps(payload_v2(extra=1)))
+
+
+def test_a_version_2_payload_is_still_checked_like_version_1():
+    with pytest.raises(MetadataError, match="finite"):
+        decode(cbor2.dumps(payload_v2(training_losses={"e": math.nan})))
+    with pytest.raises(MetadataError, match="expected kind 'train'"):
+        decode(cbor2.dumps(payload_v2(kind="evaluate")))

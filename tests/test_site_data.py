@@ -122,20 +122,20 @@ def broken(tmp_path: Path, case: str) -> Path:
 
 CASES = {
     "missing folder": "no such folder",
-    "empty folder": "no train.npz or train.csv (found: nothing)",
+    "empty folder": "no train.npz or train.csv | found: nothing",
     "not an npz": "not a readable .npz file",
     "pickled objects": "not a plain numeric .npz",
     "no y": "no array y",
     "wrong feature count": "10 features per sample, but the model takes 64",
-    "label out of range": "labels must be in 0..9; sample 7 has 10",
-    "negative label": "sample 3 has -1",
-    "fractional label": "labels must be whole numbers",
+    "label out of range": "labels must be in 0..9 (run config num-classes); sample 7 is not | sample 7 has 10",
+    "negative label": "sample 3 is not | sample 3 has -1",
+    "fractional label": "labels must be whole numbers; sample 0 is not | sample 0 has",
     "not finite": "non-finite features (NaN or infinity), the first is sample 5",
     "infinite": "the first is sample 9",
     "too few": f"{MIN_TRAIN_EXAMPLES - 1} training samples; at least {MIN_TRAIN_EXAMPLES}",
     "x and y differ in length": "one label per sample",
-    "csv without label column": "no label column 'label'",
-    "csv with a word": "line 5, column 'f0': 'seven' is not a number",
+    "csv without label column": "no label column 'label' in the header | header: f0, f1",
+    "csv with a word": "line 5, column 'f0' is not a number | it holds 'seven'",
     "csv short row": "line 32 has 2 values; the header names 65 columns",
     "csv empty": "empty file",
     "two train files": "both train.npz and train.csv",
@@ -151,7 +151,22 @@ def test_each_problem_is_a_clear_error_naming_the_file(tmp_path, case):
     with pytest.raises(SiteDataError) as error:
         load_site(tmp_path if case != "missing folder" else path, **model)
     assert error.value.path == path
-    assert CASES[case] in error.value.problem, error.value.problem
+    problem, _, detail = CASES[case].partition(" | ")
+    assert problem in error.value.problem, error.value.problem
+    assert detail in error.value.detail, error.value.detail
+    assert str(error.value) == f"{path}: {error.value.problem}"  # what a server may see
+
+
+def test_what_the_server_may_see_holds_no_value_from_the_data(tmp_path):
+    x, y = digits(30)
+    train = tmp_path / "train.csv"
+    write_csv(train, x, y)
+    lines = train.read_text().splitlines()
+    lines[3] = "Jane Doe 1971-02-03," + lines[3].split(",", 1)[1]
+    train.write_text("\n".join(lines))
+    with pytest.raises(SiteDataError) as error:
+        load_site(tmp_path)
+    assert "Jane" not in str(error.value) and "Jane Doe" in error.value.detail
 
 
 def test_without_a_model_only_what_needs_none_is_checked(tmp_path):

@@ -261,3 +261,12 @@ def test_a_site_whose_data_cannot_be_used_is_failed_with_the_files_problem(capsy
     assert (lines[2]["status"], lines[2]["reason"]) == ("failed", "site_data_invalid")
     assert "/data/train.npz: labels must be in 0..9" in lines[2]["error"]
     assert lines[1]["status"] == "ok"
+
+
+def test_label_counts_are_logged_only_for_a_site_that_sent_them(capsys):
+    strategy = started(make(), nodes=(1, 2))
+    shared = TrainProcessMetadata(1.0, True, {"epoch_1": 0.5}, label_counts={"0": 12, "7": 30})
+    strategy.aggregate_train(1, [train_reply(1, value=1.0, meta=shared), train_reply(2, value=2.0)])
+    lines = lines_by_node(capsys.readouterr().out)
+    assert lines[1]["label_counts"] == {"0": 12, "7": 30}
+    assert "label_counts" not in lines[2]

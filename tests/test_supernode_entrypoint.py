@@ -144,6 +144,9 @@ def test_a_site_folder_reaches_flower_as_node_config_it_parses(monkeypatch):
     assert parse_config_args([text]) == {"data-path": "/data", "label-column": "diagnosis code"}
     assert parse_config_args([entrypoint.as_flower_node_config({"partition-id": 1, "num-partitions": 3})]) == {
         "partition-id": 1, "num-partitions": 3}
+    monkeypatch.setenv("SHARE_LABEL_COUNTS", "1")  # an opt-in, off unless set
+    config, _ = entrypoint.data_node_config()
+    assert parse_config_args([entrypoint.as_flower_node_config(config)])["share-label-counts"] is True
 
 
 # --- A site folder that cannot be used: logged, unhealthy, and healthy again once fixed ---
