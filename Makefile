@@ -4,7 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Flower's CLI keeps its connections in $FLWR_HOME; this project's are in .flwr/.
-export FLWR_HOME := $(CURDIR)/.flwr
+export FLWR_HOME ?= $(CURDIR)/.flwr
+# The venv's programs first, from any shell: `flwr run` starts flower-superlink by
+# name, and must start this checkout's, not another Flower on PATH.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+# Where a host simulation's ServerApp saves each run's model (outputs/run-<id>/).
+export APP_OUTPUT_DIR ?= $(CURDIR)/outputs
 # Dependencies are installed here, not at run time; and no phoning home.
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export FLWR_TELEMETRY_ENABLED := 0
@@ -15,7 +20,7 @@ export FLWR_DISABLE_UPDATE_CHECK := 1
 RAY_ADDRESS ?= local
 export RAY_ADDRESS
 
-.PHONY: install images federation federation-aggregated sites federation-sites simulation-docker report test test-fast simulation bench bench-round bench-model-size bench-simulation bench-faults constraints clean
+.PHONY: install images federation federation-aggregated sites federation-sites simulation-docker report test test-fast simulation simulation-stop bench bench-round bench-model-size bench-simulation bench-faults constraints clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -38,7 +43,8 @@ federation-aggregated: images  ## the federation with every container's lines st
 	$(AGGREGATED) stop superlink serverapp supernode; exit $$status
 
 report: install  ## table + chart of the last run in the aggregator's store (make federation-aggregated first)
-	run=$$($(AGGREGATED) exec -T aggregator sh -c 'ls -t /var/log/flowerdock/runs | head -1'); \
+	@run=$$($(AGGREGATED) exec -T aggregator sh -c 'ls -t /var/log/flowerdock/runs 2>/dev/null | head -1'); \
+	if [ -z "$$run" ]; then echo "no run in the aggregator's store yet: make federation-aggregated first" >&2; exit 2; fi; \
 	$(AGGREGATED) exec -T aggregator cat /var/log/flowerdock/runs/$$run | $(BIN)/python scripts/report.py --png report.png
 
 SITES ?= 3
@@ -61,8 +67,16 @@ test: install  ## every test, the Docker end-to-end ones included
 test-fast: install  ## unit tests only (no simulation, no Docker)
 	$(BIN)/python -m pytest -q -m "not simulation and not docker"
 
-simulation: install  ## `flwr run .` in Flower's simulation runtime: 10 virtual SuperNodes
-	$(BIN)/flwr run . --stream
+# Flower's simulation runtime on this machine: 10 virtual SuperNodes, one CPU per
+# ClientApp (two at once on 2 cores); Ray's log forwarding off, as it would prefix
+# ClientApp lines with "(pid=...)" and break JSON Lines.
+SIM_FEDERATION_CONFIG ?= num-supernodes=10 client-resources-num-cpus=1 init-args-log-to-driver=false
+simulation: install  ## `flwr run .` in Flower's simulation runtime: 10 virtual SuperNodes (RUN_CONFIG="...")
+	$(BIN)/python scripts/local_superlink.py check
+	$(BIN)/flwr run . --stream --federation-config "$(SIM_FEDERATION_CONFIG)" $(if $(RUN_CONFIG),--run-config '$(RUN_CONFIG)')
+
+simulation-stop: install  ## end this checkout's local SuperLink (`flwr run` leaves it running), and no other
+	$(BIN)/python scripts/local_superlink.py stop
 
 bench: install
 	LOG_FORMAT=off $(BIN)/python scripts/bench_metadata.py
@@ -84,4 +98,4 @@ constraints:  ## re-pin every transitive version after a change to pyproject.tom
 	{ sed -n '1,2p' constraints.txt; build/pin/bin/pip freeze --exclude-editable; } > constraints.new && mv constraints.new constraints.txt
 
 clean:
-	rm -rf $(VENV) build .flwr/apps .flwr/local-superlink
+	rm -rf $(VENV) build .flwr/apps .flwr/local-superlink outputs

@@ -90,9 +90,18 @@ def configure_logging(log_format: str | None = None, level: str | None = None) -
         sys.meta_path.insert(0, _AfterImport())
 
 
+# The `flwr` CLI is a person's terminal tool (`flwr ls | grep`), not one of the
+# project's processes: its output is Flower's, untouched.
+USER_TOOLS = ("flwr",)
+
+
+def _program() -> str:
+    return os.path.basename(sys.argv[0]) if getattr(sys, "argv", None) else ""
+
+
 def install_startup_hook() -> None:
     """Entry point of `flowerdock_logging.pth`: configure logging at interpreter start."""
-    if os.getenv("LOG_FORMAT", "json").lower() == "off":
+    if os.getenv("LOG_FORMAT", "json").lower() == "off" or _program() in USER_TOOLS:
         return
     try:
         configure_logging()
@@ -113,11 +122,12 @@ def forget_installed_app() -> None:
 
 def guard_program_output() -> None:
     """Whatever else a Flower program prints (print() in its code, a banner) must
-    not break the JSON Lines of a container's output. Only Flower's programs are
-    guarded (not pytest, not pip), and never a terminal. Also called by a ClientApp
+    not break the JSON Lines of a container's output. Only Flower's daemons and
+    apps are guarded (flower-*, flwr-*: not pytest, not pip, not the `flwr` CLI),
+    and never a terminal. Also called by a ClientApp
     forked from the warm launcher (docker/clientapp_forkserver.py), once it has its argv."""
-    program = os.path.basename(sys.argv[0]) if getattr(sys, "argv", None) else ""
-    if os.getenv("LOG_FORMAT", "json").lower() == "json" and program.startswith(("flower-", "flwr")):
+    program = _program()
+    if os.getenv("LOG_FORMAT", "json").lower() == "json" and program.startswith(("flower-", "flwr-")):
         for name in ("stdout", "stderr"):
             stream = getattr(sys, name)
             if stream is not None and not stream.isatty() and not getattr(stream, _OURS, False):

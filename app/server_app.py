@@ -103,7 +103,8 @@ def run(grid: Grid, context: Context) -> None:
     if strategy.rounds_aggregated == 0:
         raise RunFailed(f"none of the {rounds} rounds aggregated an update (every round was skipped: "
                         "see the round_skipped and client_round lines for why)")
-    path = Path(os.getenv("APP_OUTPUT_DIR", ".")) / str(config["model-path"])
+    # A folder per run: runs never overwrite each other's model.
+    path = Path(os.getenv("APP_OUTPUT_DIR", "outputs")) / f"run-{run_id}" / str(config["model-path"])
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(result.arrays.to_torch_state_dict(), path)
     final = result.evaluate_metrics_serverapp.get(rounds)

@@ -6,8 +6,11 @@ uses the SuperLink image). Commands:
 
   init [--san DNS:name|IP:addr ...] [--nodes N]   a new CA and everything below
   ensure [--san ...] [--nodes N]                  init if there is no CA yet, then add any
-                                                  missing supernode-1..N (compose.yaml's init)
-  server [--san ...]                              a new server certificate, same CA (rotation)
+                                                  missing supernode-1..N (compose.yaml's init),
+                                                  and re-issue the server certificate (same CA,
+                                                  same key) when --san asks for other names
+  server [--san ...]                              a new server certificate and key, same CA
+                                                  (rotation; no --san: the current names)
   node NAME                                       a new SuperNode key pair
   show                                            every certificate's names and expiry
 
@@ -21,13 +24,18 @@ Output (default certs/out/), one folder per machine, ready to copy:
 
 Private keys and the secret are written with mode 0600. Run as root (sudo, or
 in a container), key files are given to uid/gid 49999, the user every image runs
-as (`--owner` changes that). Nothing is ever overwritten unless --force.
+as (`--owner` changes that). Nothing is ever overwritten unless --force, except
+the server certificate by `ensure` when the names asked for change.
+
+A file or folder it cannot read or write (a step run without sudo after one run
+with it) ends it with one line naming the path, its owner and the fix; exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import errno
 import json
 import ipaddress
 import os
@@ -37,6 +45,7 @@ import sys
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -83,40 +92,153 @@ def split_sans(values: list[str]) -> list[str]:
     return [item.strip() for value in values for item in value.split(",") if item.strip()]
 
 
+def with_internal(sans: list[str]) -> list[str]:
+    return list(dict.fromkeys([*sans, *INTERNAL_SANS]))  # operator's first, no duplicates
+
+
+def san_text(name: x509.GeneralName) -> str:
+    """A certificate's name written the way --san takes it."""
+    kind = {x509.DNSName: "DNS", x509.IPAddress: "IP"}.get(type(name), type(name).__name__)
+    return f"{kind}:{name.value}"
+
+
+def cert_sans(cert: x509.Certificate) -> list[str]:
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [san_text(n) for n in names]
+
+
+def same_names(a: list[str], b: list[str]) -> bool:
+    """Order, DNS case and IP spelling do not matter to a TLS client, so they never cause a re-issue."""
+    def canonical(name: str) -> str:
+        try:
+            return san_text(parse_san(name)).lower()
+        except CertError:  # a name this tool would not write (someone else's certificate): as it is
+            return name
+    return {canonical(n) for n in a} == {canonical(n) for n in b}
+
+
 class Store:
     """The output folder: writes files, never overwriting unless forced."""
 
     def __init__(self, root: Path, force: bool, owner: tuple[int, int] | None) -> None:
         self.root, self.force, self.owner = root, force, owner
 
-    def path(self, relative: str) -> Path:
+    def path(self, relative: str | Path) -> Path:
         return self.root / relative
 
-    def refuse_existing(self, *relatives: str) -> None:
-        existing = [r for r in relatives if self.path(r).exists()]
+    def shown(self, path: str | Path) -> str:
+        """A path as the operator knows it: under CERTS_OUT_SHOWN in a container, else from the cwd."""
+        path = Path(path)
+        if os.getenv("CERTS_OUT_SHOWN") and path.is_relative_to(self.root):
+            return str(Path(os.environ["CERTS_OUT_SHOWN"]) / path.relative_to(self.root))
+        cwd = Path.cwd()
+        inside = path.is_relative_to(cwd) and cwd != Path(cwd.anchor)  # from /, keep the leading slash
+        return str(path.relative_to(cwd)) if inside else str(path)
+
+    def failed(self, exc: OSError, verb: str, target: Path | None = None) -> CertError:
+        """One line for a file or folder it cannot use, instead of a traceback: which, whose, what to run."""
+        target = Path(target or exc.filename or self.root)
+        what = f"cannot {verb} {self.shown(target)}"
+        if isinstance(exc, FileNotFoundError):
+            return CertError(f"{what}: {self.shown(exc.filename or target)} does not exist")
+        if exc.errno not in (errno.EACCES, errno.EPERM) or os.getuid() == 0:
+            return CertError(f"{what}: {exc.strerror or exc}")
+        # Whose it is: the folder written into (a write replaces the file), or what refused the read.
+        blocker, owner = owner_of(target.parent if verb == "write" else Path(exc.filename or target))
+        me = os.getuid()
+        if owner == me:
+            fix = f"it is yours but its mode forbids it: chmod -R u+rwX {self.shown(self.root)}"
+        elif not blocker.is_relative_to(self.root):
+            fix = f"choose another --out, or make it yours: sudo install -d -o {me} {self.shown(self.root)}"
+        else:
+            # Run as root, the tool gives key files to the containers' uid: sudo made those too.
+            made_by = ("with sudo: use sudo again" if owner in (0, CONTAINER_UID)
+                       else f"as uid {owner}: run as that user")
+            fix = (f"run every make_certs step as the same user (these files were made {made_by}), "
+                   f"or fix ownership with: sudo chown -R {me} {self.shown(self.root)}")
+        return CertError(f"{what}: permission denied; {self.shown(blocker)} belongs to uid {owner} "
+                         f"and this runs as uid {me} - {fix}")
+
+    def exists(self, relative: str) -> bool:
+        try:
+            return self.path(relative).exists()
+        except OSError as exc:  # a folder on the way it may not enter
+            raise self.failed(exc, "read", self.path(relative)) from exc
+
+    def refuse_existing(self, *relatives: str, hint: str = "") -> None:
+        existing = [r for r in relatives if self.exists(r)]
         if existing and not self.force:
-            raise CertError(f"{', '.join(str(self.path(r)) for r in existing)} already exist(s): "
-                            "nothing was changed. Pass --force to replace them.")
+            raise CertError(f"{', '.join(self.shown(self.path(r)) for r in existing)} already exist(s): "
+                            f"nothing was changed. Pass --force to replace them.{hint}")
 
     def write(self, relative: str, data: bytes, private: bool = False, for_container: bool = True) -> None:
         target = self.path(relative)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(target.parent, 0o755)
-        # Created with its final mode (no window in which a key is world-readable).
-        target.unlink(missing_ok=True)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        if private and for_container and self.owner:
-            os.chown(target, *self.owner)
-
-    def read_ca(self) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         try:
-            cert = x509.load_pem_x509_certificate(self.path("ca/ca.crt").read_bytes())
-            key = serialization.load_pem_private_key(self.path("ca/ca.key").read_bytes(), None)
-        except FileNotFoundError as exc:
-            raise CertError(f"{exc.filename} is missing: run `init` first (or copy the CA here)") from exc
-        return cert, key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(target.parent, 0o755)
+            # Created with its final mode (no window in which a key is world-readable).
+            target.unlink(missing_ok=True)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        except OSError as exc:
+            raise self.failed(exc, "write", target) from exc
+        if private and for_container and self.owner:
+            try:
+                os.chown(target, *self.owner)
+            except PermissionError as exc:
+                raise CertError(f"cannot give {self.shown(target)} to uid {self.owner[0]}: only root can - "
+                                "run it with sudo, or leave out --owner") from exc
+
+    def read(self, relative: str | Path) -> bytes:
+        try:
+            return self.path(relative).read_bytes()
+        except OSError as exc:
+            raise self.failed(exc, "read", self.path(relative)) from exc
+
+    def cert(self, relative: str | Path) -> x509.Certificate:
+        try:
+            return x509.load_pem_x509_certificate(self.read(relative))
+        except ValueError as exc:
+            raise CertError(f"{self.shown(self.path(relative))} is not a PEM certificate") from exc
+
+    def key(self, relative: str) -> ec.EllipticCurvePrivateKey:
+        try:
+            return serialization.load_pem_private_key(self.read(relative), None)
+        except (ValueError, TypeError) as exc:
+            raise CertError(f"{self.shown(self.path(relative))} is not an unencrypted PEM private key") from exc
+
+    def read_ca(self, with_key: bool = True) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey | None]:
+        # Only signing needs ca.key: node keys can be made while it is kept offline, as advised.
+        for relative in ("ca/ca.crt", "ca/ca.key") if with_key else ("ca/ca.crt",):
+            if not self.exists(relative):
+                raise CertError(f"{self.shown(self.path(relative))} is missing: "
+                                "run `init` first (or copy the CA here)")
+        return self.cert("ca/ca.crt"), self.key("ca/ca.key") if with_key else None
+
+    def crt_files(self) -> list[Path]:
+        """ca/ and server/ certificates, at any depth; unlike rglob, an unreadable folder is an error."""
+        def fail(exc: OSError) -> None:
+            if not isinstance(exc, FileNotFoundError):  # no folder yet: no certificates
+                raise self.failed(exc, "read")
+        found = []
+        for folder, _, files in os.walk(self.root, onerror=fail):
+            if Path(folder).name in ("ca", "server"):
+                found += [Path(folder, f) for f in files if f.endswith(".crt")]
+        return sorted(found)
+
+
+def owner_of(path: Path) -> tuple[Path, int]:
+    """The path, or the nearest folder above it that exists and can be looked at, and its owner."""
+    for candidate in (path, *path.parents):
+        try:
+            return candidate, candidate.stat().st_uid
+        except OSError:
+            continue
+    return path, -1
 
 
 def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -154,22 +276,84 @@ def make_ca(store: Store, days: int) -> None:
         store.write(f"{folder}/ca.crt", pem_cert(cert))
 
 
-def make_server(store: Store, sans: list[str], days: int) -> list[str]:
-    store.refuse_existing("server/superlink.crt", "server/superlink.key")
+def sign_server(store: Store, public_key, names: list[str], days: int) -> tuple[x509.Certificate, x509.Certificate]:
     ca_cert, ca_key = store.read_ca()
-    names = list(dict.fromkeys([*sans, *INTERNAL_SANS]))  # operator's first, no duplicates
-    general_names = [parse_san(n) for n in names]
-    key = ec.generate_private_key(ec.SECP384R1())
-    cert = (_builder("superlink", ca_cert.subject, key.public_key(), days)
-            .add_extension(x509.SubjectAlternativeName(general_names), critical=False)
+    cert = (_builder("superlink", ca_cert.subject, public_key, days)
+            .add_extension(x509.SubjectAlternativeName([parse_san(n) for n in names]), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA384()))
+    return cert, ca_cert
+
+
+def make_server(store: Store, sans: list[str], days: int) -> list[str]:
+    store.refuse_existing("server/superlink.crt", "server/superlink.key")
+    names = with_internal(sans)
+    key = ec.generate_private_key(ec.SECP384R1())
+    cert, ca_cert = sign_server(store, key.public_key(), names, days)
     store.write("server/superlink.key", pem_key(key), private=True)
     store.write("server/superlink.crt", pem_cert(cert))
     store.write("server/ca.crt", pem_cert(ca_cert))
     return names
+
+
+def rotate_server(store: Store, sans: list[str], days: int) -> list[str]:
+    """`server`: a new certificate and key. Without --san it keeps the names the current one
+    carries, so a renewal for expiry cannot silently drop the names clients use."""
+    old = cert_sans(store.cert("server/superlink.crt")) if store.exists("server/superlink.crt") else None
+    if not sans and old:
+        sans = [n for n in old if n not in INTERNAL_SANS]
+    names = make_server(store, sans, days)
+    if old is not None and not same_names(old, names):
+        say(f"server certificate names changed: were {', '.join(old)}; now {', '.join(names)}")
+    return names
+
+
+def ensure_server(store: Store, sans: list[str], days: int) -> str:
+    """`ensure`'s server certificate: kept while it carries exactly the names asked for, else
+    re-issued by the same CA for the same key. The same key, because nothing says the key is
+    compromised (that is `server --force`'s job), the SuperLink's key file stays as it is, and
+    only one file is rewritten, so an interrupted run cannot leave a mismatched cert/key pair."""
+    names = with_internal(sans)
+    if not store.exists("server/superlink.key"):
+        if store.exists("server/superlink.crt"):
+            raise CertError(f"{store.shown(store.path('server/superlink.key'))} is missing, so its certificate "
+                            "is useless: for a new pair, run certs/make-certs.sh server --force --san ...")
+        make_server(store, sans, days)
+        say(f"server certificate and key were missing: issued for {', '.join(names)}")
+        return "server certificate issued"
+    old = []  # a key without its certificate (an interrupted run): sign it again
+    if store.exists("server/superlink.crt"):
+        current = store.cert("server/superlink.crt")
+        old = cert_sans(current)
+        # No names asked (compose.yaml's certs service, a bare `ensure`): nothing to compare with,
+        # and an unset $SUPERLINK_SANS must not strip the names clients use.
+        if not sans or same_names(old, names):
+            return "server certificate kept"
+        refuse_foreign(store, current, old, names)
+    if not store.exists("ca/ca.key"):
+        raise CertError(f"the server certificate needs {', '.join(names)} (it has {', '.join(old) or 'none'}), "
+                        f"and {store.shown(store.path('ca/ca.key'))} is not here to sign it: bring the CA key "
+                        "back (it is kept offline) and run ensure again")
+    cert, _ = sign_server(store, store.key("server/superlink.key").public_key(), names, days)
+    store.write("server/superlink.crt", pem_cert(cert))
+    was = ", ".join(old) or "none (it was missing)"
+    say(f"server certificate re-issued (same CA, same key): names were {was}; now {', '.join(names)}. "
+        "Restart the SuperLink (and gateway) to use it")
+    return "server certificate re-issued"
+
+
+def refuse_foreign(store: Store, current: x509.Certificate, old: list[str], names: list[str]) -> None:
+    """Someone else's certificate (a public CA's?): replacing it with ours could lock clients out."""
+    ca_cert, _ = store.read_ca(with_key=False)
+    try:
+        current.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise CertError(f"{store.shown(store.path('server/superlink.crt'))} was not issued by "
+                        f"{store.shown(store.path('ca/ca.crt'))}, so ensure will not replace it "
+                        f"(it has {', '.join(old)}; asked: {', '.join(names)}). To replace it with one "
+                        "from this CA: certs/make-certs.sh server --force --san ...") from exc
 
 
 def make_secret(store: Store) -> None:
@@ -182,7 +366,7 @@ def make_node(store: Store, name: str) -> None:
         raise CertError(f"bad node name {name!r}: lowercase letters, digits, '.', '_', '-' "
                         "(not ca/server/user), e.g. supernode-3")
     store.refuse_existing(f"{name}/supernode.key", f"server/supernodes/{name}.pub")
-    ca_cert, _ = store.read_ca()
+    ca_cert, _ = store.read_ca(with_key=False)
     # Flower 1.42 reads SuperNode keys in OpenSSH format, on a NIST curve.
     key = ec.generate_private_key(ec.SECP384R1())
     private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
@@ -198,19 +382,15 @@ def make_node(store: Store, name: str) -> None:
 def show(store: Store) -> int:
     """Print every certificate's names and expiry; exit 1 if one expires within 30 days."""
     now = datetime.datetime.now(datetime.timezone.utc)
-    certs = sorted(p for p in store.root.rglob("*.crt") if p.parent.name in ("ca", "server"))
+    certs = store.crt_files()
     if not certs:
-        raise CertError(f"no certificates under {store.root}: run `init` first")
+        raise CertError(f"no certificates under {store.shown(store.root)}: run `init` first")
     soon = False
     for path in certs:
-        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        cert = store.cert(path)
         days_left = (cert.not_valid_after_utc - now).days
         soon |= days_left < 30
-        try:
-            sans = ", ".join(str(n.value) for n in cert.extensions.get_extension_for_class(
-                x509.SubjectAlternativeName).value)
-        except x509.ExtensionNotFound:
-            sans = "-"
+        sans = ", ".join(n.partition(":")[2] for n in cert_sans(cert)) or "-"
         say(f"{path.relative_to(store.root)}: {cert.subject.rfc4514_string()}; names: {sans}; "
               f"expires {cert.not_valid_after_utc:%Y-%m-%d} ({days_left} days)"
               + ("  <-- renew soon" if days_left < 30 else ""))
@@ -254,12 +434,22 @@ def main(argv: list[str] | None = None) -> int:
     owner = None
     if args.owner:
         uid, _, gid = args.owner.partition(":")
+        if not (uid.isdigit() and (gid or uid).isdigit()):
+            raise CertError(f"bad --owner {args.owner!r}: write uid:gid in numbers, e.g. 49999:49999")
         owner = (int(uid), int(gid or uid))
     elif os.getuid() == 0:
         owner = (CONTAINER_UID, CONTAINER_UID)
     store = Store(args.out.resolve(), args.force, owner)
     sans = split_sans(args.san or [os.getenv("SUPERLINK_SANS", "")])
+    for san in sans:  # every command: a typo is reported before anything is written
+        parse_san(san)
+    try:
+        return run(args, store, sans)
+    except OSError as exc:  # one not met where files are read or written: still one line, no traceback
+        raise store.failed(exc, "use") from exc
 
+
+def run(args: argparse.Namespace, store: Store, sans: list[str]) -> int:
     if args.command == "show":
         return show(store)
     if args.command == "node":
@@ -269,23 +459,25 @@ def main(argv: list[str] | None = None) -> int:
         say(instructions(store, [args.name], None))
         return 0
     if args.command == "server":
-        names = make_server(store, sans, args.days)
+        names = rotate_server(store, sans, args.days)
         say(instructions(store, [], names))
         return 0
     if not 0 <= args.nodes <= 1000:
         raise CertError("--nodes must be between 0 and 1000")
     nodes = [f"supernode-{i}" for i in range(1, args.nodes + 1)]
-    if args.command == "ensure" and store.path("ca/ca.crt").exists():
-        missing = [n for n in nodes if not store.path(f"{n}/supernode.key").exists()]
+    if args.command == "ensure" and store.exists("ca/ca.crt"):
+        server = ensure_server(store, sans, args.days)  # first: its refusal leaves the folder as it was
+        missing = [n for n in nodes if not store.exists(f"{n}/supernode.key")]
         for node in missing:
             make_node(store, node)
-        say(f"CA exists under {store.root}; new SuperNode keys: {', '.join(missing) or 'none'}")
+        say(f"CA exists under {store.shown(store.root)}; {server}; "
+            f"new SuperNode keys: {', '.join(missing) or 'none'}")
         return 0
     # Check everything first: a refusal must leave the folder as it was.
     store.refuse_existing("ca/ca.crt", "ca/ca.key", "server/superlink.crt", "server/superlink.key",
-                          "server/superexec.secret", *(f"{n}/supernode.key" for n in nodes))
-    for san in sans:
-        parse_san(san)
+                          "server/superexec.secret", *(f"{n}/supernode.key" for n in nodes),
+                          hint=" To change only the server certificate's names, keeping the CA and "
+                               "every key: certs/make-certs.sh ensure --san ...")
     make_ca(store, CA_DAYS)
     names = make_server(store, sans, args.days)
     make_secret(store)

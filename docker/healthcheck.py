@@ -1,4 +1,4 @@
-"""Container health probe: exit 0 when the URL answers, 1 otherwise.
+"""Container health probe: exit 0 when the URL (argument, or $HEALTHCHECK_URL) answers, 1 otherwise.
 
   http(s)://host:port/health   Flower's HTTP APIs (SuperLink, SuperNode, gateway)
   grpc://host:port             Flower's gRPC health server (SuperExec)
@@ -84,7 +84,9 @@ def get(url: str, context: ssl.SSLContext) -> int:
 
 if __name__ == "__main__":
     try:
-        sys.exit(main(sys.argv[1]))
+        # The URL: an argument, or HEALTHCHECK_URL, which each image sets for the one
+        # HEALTHCHECK they all inherit (docker/Dockerfile).
+        sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else os.environ["HEALTHCHECK_URL"]))
     except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
         print(f"unhealthy: {exc}", file=sys.stderr)
         sys.exit(1)

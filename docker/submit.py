@@ -1,4 +1,4 @@
-"""One-shot run submission: submit the app, stream the run's logs, exit with its outcome.
+"""One-shot run submission: submit the app, relay the run's logs, exit with its outcome.
 
 `flwr run --stream` exits 0 however the run ended; a federation that must fail
 loudly (CI, `docker compose up --exit-code-from submit`) needs the outcome, so
@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 from app.logging import get_logger
 
@@ -41,6 +42,30 @@ def flwr_json(*args: str) -> dict:
     return reply
 
 
+def relay_logs(run_id: str, connection: str, deadline: float | None) -> bool:
+    """Pass the run's streamed logs on, each line as the `line` of a `run_log` event:
+    readable where `make federation` shows this container, and never a second copy
+    of the ServerApp's own events (the aggregator stores those once, from the
+    ServerApp). False when the deadline passed first."""
+    process = subprocess.Popen(["flwr", "log", run_id, connection, "--stream"], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, errors="replace")
+    expired = threading.Event()
+    timer = threading.Timer(deadline, lambda: (expired.set(), process.kill())) if deadline else None
+    if timer:
+        timer.start()
+    for raw in process.stdout:
+        if text := raw.strip():
+            try:
+                line = json.loads(text)
+            except ValueError:
+                line = text  # the CLI's own words
+            log.info("run_log", run_id=run_id, line=line)
+    process.wait()
+    if timer:
+        timer.cancel()
+    return not expired.is_set()
+
+
 def main() -> int:
     app_dir = os.getenv("APP_DIR", "/app")
     connection = os.getenv("FLWR_CONNECTION", "deployment")
@@ -61,9 +86,7 @@ def main() -> int:
     log.info("run_submitted", run_id=run_id, connection=connection, run_config=run_config,
              **({"federation_config": federation_config} if federation_config else {}))
 
-    try:
-        subprocess.run(["flwr", "log", run_id, connection, "--stream"], check=False, timeout=deadline)
-    except subprocess.TimeoutExpired:
+    if not relay_logs(run_id, connection, deadline):
         stopped = flwr_json("stop", run_id, connection).get("success")
         log.error("run_deadline_exceeded", run_id=run_id, deadline_s=deadline, stopped=bool(stopped),
                   hint="raise RUN_DEADLINE if the run needs longer; its logs say where it was")

@@ -174,6 +174,10 @@ def test_the_aggregator_stores_every_client_line_once(federation, tmp_path):
     by_run = stored(f"/var/log/flowerdock/runs/{run_id}.jsonl")
     from_serverapp = [e for e in by_run if e["event"] == "client_round" and e["container"] == container]
     assert len(from_serverapp) == len(printed)
+    # Stored once: submit's copy of the run's lines is nested in run_log events.
+    assert [e for e in by_run if e["event"] == "client_round"] == from_serverapp
+    assert any(e["event"] == "run_log" and e["line"].get("event") == "client_round"
+               for e in by_run if isinstance(e.get("line"), dict))
     assert {(e["server_round"], e["node_id"]) for e in from_serverapp} == {
         (e["server_round"], e["node_id"]) for e in printed}
     assert stored("/var/log/flowerdock/unparsed.log") == []  # every line was JSON

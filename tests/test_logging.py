@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 
 from tests.conftest import ROOT, json_lines, run_python
 from app.logging import LOG_SCHEMA_VERSION
@@ -131,3 +133,35 @@ def test_the_gateway_writes_each_line_whole(monkeypatch):
     gateway.emit("error", "gateway_log", message="connect() failed")
     [line] = writes
     assert line.endswith("\n") and json.loads(line)["message"] == "connect() failed"
+
+
+def test_the_flwr_cli_is_a_users_tool_and_left_alone():
+    # `flwr ls | grep`: the hook must not turn the CLI's output (piped here) into JSON lines.
+    import subprocess
+
+    flwr = str(Path(sys.executable).parent / "flwr")
+    result = subprocess.run([flwr, "--version"], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "LOG_FORMAT": "json"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Flower version: ")
+
+
+def test_submit_relays_the_runs_lines_once_as_run_log_events(tmp_path, monkeypatch, capfd):
+    import importlib.util
+
+    fake = tmp_path / "flwr"  # stands in for `flwr log --stream`
+    fake.write_text("#!/bin/sh\necho '{\"event\": \"client_round\", \"node_id\": \"7\"}'\necho 'a plain CLI line'\n"
+                    "[ \"$3\" = slow ] && exec sleep 30\nexit 0\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    spec = importlib.util.spec_from_file_location("submit", ROOT / "docker/submit.py")
+    submit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(submit)
+    from app.logging import configure_logging
+
+    configure_logging("json", "INFO")
+    assert submit.relay_logs("12", "deployment", deadline=20) is True
+    events = [e for e in json_lines(capfd.readouterr().out) if e["event"] == "run_log"]
+    assert [e["line"] for e in events] == [{"event": "client_round", "node_id": "7"}, "a plain CLI line"]
+    assert all(e["run_id"] == "12" for e in events)  # and no second top-level client_round
+    assert submit.relay_logs("12", "slow", deadline=1) is False  # past the deadline

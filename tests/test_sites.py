@@ -142,7 +142,8 @@ def test_each_site_trains_on_exactly_its_own_folder(federation):
 
 
 def test_another_model_runs_by_run_config_alone(federation):
-    new, events = run(federation, "model=mlp num-server-rounds=2 min-nodes=3 expected-nodes=3 min-replies=3 "
+    new, events = run(federation, 'model="mlp" '
+                                  "num-server-rounds=2 min-nodes=3 expected-nodes=3 min-replies=3 "
                                   "fraction-train=1.0 fraction-evaluate=1.0")
     assert new["status"] == "finished:completed"
     [started] = [e for e in events if e["event"] == "run_started"]
@@ -153,9 +154,13 @@ def test_another_model_runs_by_run_config_alone(federation):
 def test_a_site_folder_is_never_writable_from_its_container(federation):
     for site in federation.sites[:3]:
         [container] = site.containers("supernode")
+        # Not even root in the container may write: the mount itself is read-only.
         for command in (["touch", "/data/new-file"], ["sh", "-c", "echo x >> /data/$(ls /data | head -1)"]):
-            result = sh("docker", "exec", container, *command, check=False)
+            result = sh("docker", "exec", "-u", "0", container, *command, check=False)
             assert result.returncode != 0 and "Read-only file system" in result.stderr, result
+        mounts = json.loads(sh("docker", "inspect", "-f", "{{json .Mounts}}", container).stdout)
+        [data] = [m for m in mounts if m["Destination"] == "/data"]
+        assert data["RW"] is False and data["Type"] == "bind"
 
 
 def test_broken_sites_are_unhealthy_and_failed_while_the_others_finish(federation):
