@@ -14,7 +14,7 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from app import task
-from app.logging import configure_logging, get_logger
+from flowerdock_logging import configure_logging, get_logger
 from app.metadata import to_config_record
 from app.site_data import SiteDataError
 

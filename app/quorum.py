@@ -29,7 +29,7 @@ from flwr.app import Error, Message
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
-from app.logging import get_logger
+from flowerdock_logging import get_logger
 
 log = get_logger("app.quorum")
 

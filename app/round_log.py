@@ -18,7 +18,7 @@ from typing import Any
 from flwr.app import Message, MetricRecord
 from flwr.common.constant import ErrorCode
 
-from app.logging import get_logger
+from flowerdock_logging import get_logger
 from app.screening import Screened, bounded
 
 log = get_logger("app.strategy")

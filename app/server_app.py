@@ -17,7 +17,7 @@ from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from app import task
-from app.logging import configure_logging, get_logger
+from flowerdock_logging import configure_logging, get_logger
 from app.quorum import QuorumGrid, RunFailed, WaitPolicy
 from app.strategy import build_strategy
 

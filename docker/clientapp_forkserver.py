@@ -13,8 +13,9 @@ two messages ever share one. The server itself never runs app code, and a child
 that crashes (a segfault, a SIGKILL, an exception) is reaped and reported to its
 launcher, nothing more.
 
-What the server does not import: the app itself (`app.*`). Flower loads the
-submitted FAB's code in the child, as it would in a cold process.
+What the server does not import: the app itself (`app.*`; the logging hook is a
+package of its own, flowerdock_logging). Flower loads the submitted FAB's code in
+the child, as it would in a cold process.
 
     clientapp_forkserver.py [--socket PATH] [--target MODULE:FUNCTION] [--preload "MODULES"]
 
@@ -39,7 +40,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from app.logging import forget_installed_app, get_logger, guard_program_output
+from flowerdock_logging import get_logger, guard_program_output
 
 log = get_logger("app.forkserver")
 
@@ -62,7 +63,6 @@ def preload(modules: list[str]) -> list[str]:
             loaded.append(name)
         except Exception as exc:  # noqa: BLE001 - any import error: the child imports it cold
             log.warning("forkserver_preload_failed", module=name, error=f"{type(exc).__name__}: {exc}")
-    forget_installed_app()  # the image's copy of `app`, imported by the logging hook
     return loaded
 
 

@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from app.logging import get_logger
+from flowerdock_logging import get_logger
 from submit import flwr_json
 
 log = get_logger("app.register")

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from app import models
-from app.logging import get_logger
+from flowerdock_logging import get_logger
 from app.site_data import SiteDataError, fingerprint, load_site
 
 log = get_logger("app.entrypoint")

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 
-from app.logging import get_logger
+from flowerdock_logging import get_logger
 
 log = get_logger("app.submit")
 

@@ -54,7 +54,7 @@ import threading
 import time
 from pathlib import Path
 
-from app.logging import get_logger
+from flowerdock_logging import get_logger
 
 log = get_logger("app.entrypoint")
 

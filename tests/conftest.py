@@ -96,7 +96,7 @@ def server_identity(run_id: int):
     restored afterwards. Use as a generator fixture: `yield from server_identity(RUN_ID)`."""
     from flwr.supercore.task_identity import TaskIdentity
 
-    from app.logging import configure_logging
+    from flowerdock_logging import configure_logging
 
     saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, 0, 1

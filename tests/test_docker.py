@@ -200,3 +200,13 @@ def test_a_gpu_site_gets_the_cuda_image_and_a_gpu_reservation():
     [device] = supernode["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
     assert supernode["environment"]["SUPERLINK"] == "flower.example.org:9092"  # the client's knobs
+
+
+def test_up_d_starts_the_daemons_only_and_the_project_is_named_after_the_checkout():
+    plain = sh("docker", "compose", "config", "--format", "json", env={"COMPOSE_PROJECT_NAME": ""})
+    rendered = json.loads(plain.stdout)
+    assert "submit" not in rendered["services"]  # `docker compose up -d` submits no run
+    assert {"superlink", "serverapp", "supernode"} <= set(rendered["services"])
+    assert rendered["name"] == ROOT.name.lower().replace(".", "")  # not one fixed name for every clone
+    named = json.loads(sh("docker", "compose", "config", "--format", "json", "submit").stdout)
+    assert "submit" in named["services"]  # naming it (make federation) starts it

@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 from tests.conftest import ROOT, json_lines, run_python
-from app.logging import LOG_SCHEMA_VERSION
+from flowerdock_logging import LOG_SCHEMA_VERSION
 
 FLOWER_AND_STRAY_OUTPUT = """
 import sys, warnings
 sys.argv[0] = "flower-superlink"   # the guard covers Flower's programs
-from app.logging import install_startup_hook
+from flowerdock_logging.startup import install_startup_hook
 install_startup_hook()
 from flwr.common.logger import log
 import structlog
@@ -43,7 +43,7 @@ def test_flower_program_output_is_pure_json_lines():
 
 
 def test_uncaught_exception_is_one_json_line():
-    result = run_python("from app.logging import configure_logging\nconfigure_logging()\nraise RuntimeError('boom')")
+    result = run_python("from flowerdock_logging import configure_logging\nconfigure_logging()\nraise RuntimeError('boom')")
     assert result.returncode == 1
     [event] = json_lines(result.stdout)
     assert event["event"] == "uncaught_exception" and "RuntimeError: boom" in event["exception"]
@@ -52,7 +52,7 @@ def test_uncaught_exception_is_one_json_line():
 def test_uvicorn_access_lines_are_json_with_fields():
     code = """
 import logging, uvicorn.config
-from app.logging import configure_logging
+from flowerdock_logging import configure_logging
 configure_logging()
 uvicorn.config.Config(app=lambda *a: None).configure_logging()
 logging.getLogger("uvicorn.access").info('%s - "%s %s HTTP/%s" %d', "10.0.0.2:5000", "POST", "/v1/fleet/pull", "1.1", 200)
@@ -63,7 +63,7 @@ logging.getLogger("uvicorn.access").info('%s - "%s %s HTTP/%s" %d', "10.0.0.2:50
 
 
 def test_console_format_is_for_people():
-    result = run_python("from app.logging import configure_logging, get_logger\nconfigure_logging()\n"
+    result = run_python("from flowerdock_logging import configure_logging, get_logger\nconfigure_logging()\n"
                         "get_logger('app.x').info('hello', n=1)", LOG_FORMAT="console")
     assert "hello" in result.stdout
     try:
@@ -74,12 +74,12 @@ def test_console_format_is_for_people():
 
 
 def test_bad_setting_is_named():
-    result = run_python("from app.logging import configure_logging\nconfigure_logging()", LOG_LEVEL="LOUD")
+    result = run_python("from flowerdock_logging import configure_logging\nconfigure_logging()", LOG_LEVEL="LOUD")
     assert result.returncode != 0 and "LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got 'LOUD'" in result.stderr + result.stdout
 
 
 def test_bad_setting_at_start_up_is_logged_and_json_goes_on():
-    result = run_python("from app.logging import install_startup_hook, get_logger\ninstall_startup_hook()\n"
+    result = run_python("from flowerdock_logging.startup import install_startup_hook; from flowerdock_logging import get_logger\ninstall_startup_hook()\n"
                         "get_logger('app.x').info('still_json')", LOG_FORMAT="yaml")
     events = {e["event"]: e for e in json_lines(result.stdout)}
     assert "LOG_FORMAT must be 'json' or 'console', got 'yaml'" in events["logging_config_invalid"]["error"]
@@ -89,7 +89,7 @@ def test_bad_setting_at_start_up_is_logged_and_json_goes_on():
 def test_ids_are_strings_and_events_carry_the_schema_version():
     # 2^64-1 is a valid Flower node ID; as a JSON number most readers would mangle it.
     result = run_python(
-        "from app.logging import configure_logging, get_logger; configure_logging('json');"
+        "from flowerdock_logging import configure_logging, get_logger; configure_logging('json');"
         "get_logger('app.test').info('client_round', node_id=18446744073709551615, run_id=7, server_round=2,"
         " partition_id=3)")
     [event] = json_lines(result.stdout)
@@ -157,7 +157,7 @@ def test_submit_relays_the_runs_lines_once_as_run_log_events(tmp_path, monkeypat
     spec = importlib.util.spec_from_file_location("submit", ROOT / "docker/submit.py")
     submit = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(submit)
-    from app.logging import configure_logging
+    from flowerdock_logging import configure_logging
 
     configure_logging("json", "INFO")
     assert submit.relay_logs("12", "deployment", deadline=20) is True
@@ -165,3 +165,12 @@ def test_submit_relays_the_runs_lines_once_as_run_log_events(tmp_path, monkeypat
     assert [e["line"] for e in events] == [{"event": "client_round", "node_id": "7"}, "a plain CLI line"]
     assert all(e["run_id"] == "12" for e in events)  # and no second top-level client_round
     assert submit.relay_logs("12", "slow", deadline=1) is False  # past the deadline
+
+
+def test_the_startup_hook_leaves_the_app_unimported():
+    # Flower loads the submitted FAB's `app` only if no `app` is imported yet: the hook
+    # that every interpreter runs is a package of its own, and imports none of it.
+    result = run_python("import sys, logging; print('app' in sys.modules, 'flowerdock_logging' in sys.modules, "
+                        "type(logging.getLogger().handlers[0].formatter).__name__)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True", "ProcessorFormatter"]

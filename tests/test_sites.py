@@ -200,5 +200,9 @@ def test_broken_sites_are_unhealthy_and_failed_while_the_others_finish(federatio
         wait_for_health(site, "healthy")
         [container] = site.containers("supernode")
         assert sh("docker", "inspect", "-f", "{{.RestartCount}}", container).stdout.strip() == "0"
-    assert [e["event"] for e in site4.logs("supernode") if e["event"].startswith("site_data")] == [
+    lines = site4.logs("supernode")
+    assert [e["event"] for e in lines if e["logger"] == "app.entrypoint" and e["event"].startswith("site_data")] == [
         "site_data_invalid", "site_data_valid"]
+    # Each failed ClientApp logged the offending value on the site, and only there.
+    local = [e for e in lines if e["logger"] == "app.client" and e["event"] == "site_data_invalid"]
+    assert len(local) == 2 * 2 and all(e["detail"] == "sample 7 has 12" for e in local)
