@@ -20,7 +20,7 @@ export FLWR_DISABLE_UPDATE_CHECK := 1
 RAY_ADDRESS ?= local
 export RAY_ADDRESS
 
-.PHONY: install images federation federation-aggregated sites federation-sites simulation-docker report test test-fast simulation simulation-stop bench bench-round bench-model-size bench-simulation bench-faults constraints clean
+.PHONY: install images federation federation-aggregated sites federation-sites simulation-docker report test test-fast simulation simulation-stop bench bench-round bench-model-size bench-simulation bench-faults bench-commands constraints clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -78,20 +78,25 @@ simulation: install  ## `flwr run .` in Flower's simulation runtime: 10 virtual 
 simulation-stop: install  ## end this checkout's local SuperLink (`flwr run` leaves it running), and no other
 	$(BIN)/python scripts/local_superlink.py stop
 
-bench: install
-	LOG_FORMAT=off $(BIN)/python scripts/bench_metadata.py
+# Each benchmark's output is also kept, with when and where, in docs/figures/<target>.md.
+RECORD = $(BIN)/python scripts/record_figures.py $@ --
+bench: install  ## codec vs pickle, hostile payloads, the strategy's cost per reply
+	$(RECORD) env LOG_FORMAT=off $(BIN)/python scripts/bench_metadata.py
 
 bench-round: install images  ## round time in Docker vs plain processes vs Flower's floor, and where it goes
-	$(BIN)/python scripts/bench_round.py
+	$(RECORD) $(BIN)/python scripts/bench_round.py
 
 bench-model-size: install images  ## round time, bytes on the wire, peak memory for 1, 10, 100 MiB more model
-	$(BIN)/python scripts/bench_model_size.py
+	$(RECORD) $(BIN)/python scripts/bench_model_size.py
 
-bench-simulation: install images
-	$(BIN)/python scripts/bench_simulation.py
+bench-simulation: install images  ## the same simulation in a container and on the host
+	$(RECORD) $(BIN)/python scripts/bench_simulation.py
 
 bench-faults: install images  ## a lost node's cost (compose), accuracy under attack per aggregator (simulation)
-	$(BIN)/python scripts/bench_faults.py
+	$(RECORD) $(BIN)/python scripts/bench_faults.py
+
+bench-commands: install images  ## the README's commands, timed from a fresh shell
+	$(RECORD) $(BIN)/python scripts/bench_commands.py
 
 constraints:  ## re-pin every transitive version after a change to pyproject.toml
 	rm -rf build/pin && $(PYTHON) -m venv build/pin && build/pin/bin/pip install --quiet -e ".[simulation,dev,report]"

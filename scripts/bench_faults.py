@@ -30,6 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_federation import flower_env  # noqa: E402
 from tests import rogue_app  # noqa: E402
 from tests.test_faults import Federation, summary_of  # noqa: E402
 
@@ -51,9 +53,7 @@ def simulate(app_dir: Path, run_config: str) -> tuple[float | None, float]:
     bin_dir = Path(sys.executable).parent
     home = Path(tempfile.mkdtemp(prefix="flowerdock-bench-faults-"))
     shutil.copy(ROOT / ".flwr" / "config.toml", home / "config.toml")
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FLWR_HOME": str(home),
-           "LOG_FORMAT": "json", "RAY_ADDRESS": "local", "OMP_NUM_THREADS": "1",  # as in the images: repeatable "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-           "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
+    env = flower_env(home)
     started = time.monotonic()
     try:
         result = subprocess.run([str(bin_dir / "flwr"), "run", str(app_dir), "local-sim", "--stream",

@@ -25,6 +25,18 @@ NODES, ROUNDS, PORT = 3, 3, 18000
 RUN_CONFIG = f"num-server-rounds={ROUNDS} min-nodes={NODES} fraction-train=1.0 fraction-evaluate=1.0"
 
 
+
+def flower_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment of a benchmark's Flower processes: this venv's programs first on
+    PATH (the daemons start flwr-serverapp & co. by name), the given FLWR_HOME, no
+    phoning home, JSON logs, one thread per process and Ray on this machine alone,
+    as in the images and the Makefile."""
+    bin_dir = Path(sys.executable).parent
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FLWR_HOME": str(home),
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_UPDATE_CHECK": "1", "LOG_FORMAT": "json", "OMP_NUM_THREADS": "1",
+            "RAY_ADDRESS": "local", **extra}
+
 def events(lines: list[str]) -> list[dict]:
     """The JSON lines among lines, each with its timestamp as seconds ("t")."""
     parsed = []
@@ -84,11 +96,8 @@ def as_processes(app: Path = ROOT, run_config: str = RUN_CONFIG,
                     "--nodes", str(NODES), "--owner", f"{os.getuid()}:{os.getgid()}"], check=True, capture_output=True)
     (home / "config.toml").write_text(f'[superlink]\ndefault = "bench"\n[superlink.bench]\n'
                                       f'address = "127.0.0.1:{PORT}"\nroot-certificates = "{certs}/user/ca.crt"\n')
-    bin_dir = Path(sys.executable).parent  # the daemons spawn flwr-serverapp & co. from PATH
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-           "FLWR_HOME": str(home), "OMP_NUM_THREADS": "1", "LOG_FORMAT": "json",
-           "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_TELEMETRY_ENABLED": "0",
-           "FLWR_DISABLE_UPDATE_CHECK": "1", "APP_OUTPUT_DIR": str(home)}
+    bin_dir = Path(sys.executable).parent
+    env = flower_env(home, APP_OUTPUT_DIR=str(home))
     serverapp_log = home / "serverapp.log"
     procs = []
     try:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_federation import ROOT, compose_run, print_comparison, round_times  # noqa: E402
+from bench_federation import ROOT, compose_run, flower_env, print_comparison, round_times  # noqa: E402
 
 NODES = int(os.getenv("SIM_NODES", "1000"))
 SAMPLED = int(os.getenv("SIM_SAMPLED", "25"))
@@ -37,9 +37,7 @@ def on_host() -> tuple[list[float], float]:
     bin_dir = Path(sys.executable).parent
     home = Path(tempfile.mkdtemp(prefix="flowerdock-bench-sim-"))
     shutil.copy(ROOT / ".flwr" / "config.toml", home / "config.toml")
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FLWR_HOME": str(home),
-           "LOG_FORMAT": "json", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-           "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1", "RAY_ADDRESS": "local"}
+    env = flower_env(home)
     try:
         start = time.monotonic()
         result = subprocess.run([str(bin_dir / "flwr"), "run", ".", "local-sim", "--stream", "--run-config",
