@@ -1,7 +1,7 @@
 """A site's own data: a folder on the site's disk, read and checked before training.
 
 A SuperNode started with node config `data-path=<folder>` trains on it instead of
-the bundled digits (README: "Your own data"). The folder holds
+the bundled digits (docs/site-data.md). The folder holds
 
   train.npz or train.csv   the training set (required)
   val.npz   or val.csv     the local validation set (optional; without it, every

@@ -1,4 +1,4 @@
-"""Benchmark: what faults cost. Two parts, both printed as tables for the README.
+"""Benchmark: what faults cost. Two parts, both printed as tables (docs/figures/bench-faults.md).
 
 1. A lost node, in the compose federation (3 SuperNodes, 4 rounds, images built):
    the same run twice, once clean, once with one SuperNode's container killed
@@ -13,7 +13,7 @@ by 1e6, `noise` replaces it with Gaussian noise of the honest weights' mean and
 spread. Each configuration runs in Flower's simulation runtime on this machine
 (5 virtual SuperNodes, every one in every round, the same seed), so the strategy,
 its screening and Flower's aggregators are the real ones; only the transport is
-Flower's in-process one. `make bench-faults`; the README's fault-model table
+Flower's in-process one. `make bench-faults`; docs/fault-model.md's table
 quotes its output. A run that ends failed (no round aggregated) shows as "failed".
 """
 

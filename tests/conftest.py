@@ -37,6 +37,14 @@ def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
     )
 
 
+def fresh_shell_env(**extra: str) -> dict[str, str]:
+    """The environment of a newcomer's shell: no virtualenv on PATH, nothing Flower-specific set."""
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin)
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("FLWR_", "VIRTUAL_ENV", "RAY_", "APP_"))}
+    return {**keep, "PATH": path, **extra}
+
+
 # --- Docker end-to-end helpers (tests marked `docker`) -----------------------
 
 def sh(*args: str, env: dict | None = None, timeout: int = 900, check: bool = True,

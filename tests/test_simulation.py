@@ -6,24 +6,14 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, json_lines
+from tests.conftest import ROOT, fresh_shell_env, json_lines
 
 LOCAL_SUPERLINK_PORT = 39091  # fixed by Flower for its managed local SuperLink
 ROUNDS = 2
-
-
-def fresh_shell_env(**extra: str) -> dict[str, str]:
-    """The environment of a newcomer's shell: no virtualenv on PATH, nothing Flower-specific set."""
-    venv_bin = str(Path(sys.executable).parent)
-    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin)
-    keep = {k: v for k, v in os.environ.items() if not k.startswith(("FLWR_", "VIRTUAL_ENV", "RAY_", "APP_"))}
-    return {**keep, "PATH": path, **extra}
 
 
 @pytest.fixture
