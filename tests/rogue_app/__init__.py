@@ -16,6 +16,8 @@ def assemble(dest: Path) -> Path:
     pyproject = (ROOT / "pyproject.toml").read_text()
     pyproject = pyproject.replace('clientapp = "app.client_app:app"', 'clientapp = "rogue_client:app"')
     pyproject = pyproject.replace("[tool.flwr.app.config]\n", '[tool.flwr.app.config]\nattacks = ""\n')
+    pyproject = pyproject.replace('fab-include = ["app/**"]', 'fab-include = ["app/**", "rogue_client.py"]')
+    assert "rogue_client.py" in pyproject, "the FAB would not ship the lying ClientApp: see fab-include"
     (dest / "pyproject.toml").write_text(pyproject)
     dest.chmod(0o755)  # the submit container reads it as another user
     return dest
