@@ -17,13 +17,14 @@ import sys
 from pathlib import Path
 
 from flowerdock_logging import get_logger
-from submit import flwr_json
+from submit import flwr_json, prepare_flwr_home
 
 log = get_logger("app.register")
 ALREADY_REGISTERED = "Public key already in use"
 
 
 def main() -> int:
+    prepare_flwr_home()
     keys = sorted(Path(os.getenv("KEYS_DIR", "/certs/server/supernodes")).glob("*.pub"))
     connection = os.getenv("FLWR_CONNECTION", "deployment")
     if not keys:

@@ -17,13 +17,26 @@ completed.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 from flowerdock_logging import get_logger
 
 log = get_logger("app.submit")
+
+
+def prepare_flwr_home() -> None:
+    """The flwr CLI reads its connections from $FLWR_HOME/config.toml and writes next to
+    it (credentials.yaml). Here $FLWR_HOME is a tmpfs (the root file system is
+    read-only), so the connections, mounted read-only at $FLWR_CONFIG, are copied in."""
+    source = os.getenv("FLWR_CONFIG")
+    home = Path(os.environ.get("FLWR_HOME", Path.home() / ".flwr"))
+    if source and not (home / "config.toml").exists():
+        home.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, home / "config.toml")
 
 
 def flwr_json(*args: str) -> dict:
@@ -67,6 +80,7 @@ def relay_logs(run_id: str, connection: str, deadline: float | None) -> bool:
 
 
 def main() -> int:
+    prepare_flwr_home()
     app_dir = os.getenv("APP_DIR", "/app")
     connection = os.getenv("FLWR_CONNECTION", "deployment")
     run_config = os.getenv("RUN_CONFIG", "")

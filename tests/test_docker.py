@@ -212,3 +212,25 @@ def test_up_d_starts_the_daemons_only_and_the_project_is_named_after_the_checkou
     assert rendered["name"] == re.sub(r"[^a-z0-9_-]", "", ROOT.name.lower()).lstrip("_-")
     named = json.loads(sh("docker", "compose", "config", "--format", "json", "submit").stdout)
     assert "submit" in named["services"]  # naming it (make federation) starts it
+
+
+COMPOSE_FILES = {  # file -> the knobs it needs to render
+    "compose.yaml": {}, "docker/compose.server.yaml": {}, "docker/compose.aggregator.yaml": {},
+    "docker/compose.simulation.yaml": {}, "docker/compose.client.yaml": {"SUPERLINK": "x:9092"},
+    "docker/compose.gpu.yaml": {"SUPERLINK": "x:9092"},
+}
+
+
+@pytest.mark.parametrize("file", list(COMPOSE_FILES))
+def test_every_container_runs_with_the_least_it_needs(file):
+    rendered = json.loads(sh("docker", "compose", "-f", file, "--profile", "run", "config", "--format", "json",
+                             env=COMPOSE_FILES[file]).stdout)
+    for name, service in rendered["services"].items():
+        where = f"{file}: {name}"
+        assert service.get("read_only") is True, where
+        assert service.get("cap_drop") == ["ALL"], where
+        assert "no-new-privileges:true" in service.get("security_opt", []), where
+        assert 0 < service.get("pids_limit", 0) and 0 < int(service.get("mem_limit", 0)), where
+        assert set(service.get("cap_add", [])) <= {"CHOWN", "DAC_OVERRIDE", "FOWNER", "DAC_READ_SEARCH"}, where
+        if service.get("user") != "root":
+            assert not service.get("cap_add"), where  # only the root one-shots get any back
