@@ -46,6 +46,14 @@ class Federation(Project):
     def start(self) -> None:
         self.compose("up", "-d", "--no-build", "--wait", "serverapp", "supernode", timeout=600)
 
+    def runs(self, *args: str) -> list[dict]:
+        """`flwr ls deployment ARGS` from the submit image, as an operator would ask. The CLI
+        writes next to its connections file: copied into its (tmpfs) home first, as submit.py does."""
+        prepare = 'mkdir -p "$FLWR_HOME" && cp "$FLWR_CONFIG" "$FLWR_HOME/config.toml" && exec flwr "$@"'
+        listed = self.compose("run", "--rm", "--no-deps", "-T", "-e", "LOG_FORMAT=console", "--entrypoint", "sh",
+                              "submit", "-c", prepare, "flwr", "ls", "deployment", *args, "--format", "json").stdout
+        return json.loads(listed[listed.index("{"):])["runs"]
+
     def submit(self, run_config: str, app_dir: Path | None = None, background: bool = False, deadline: int = 3600):
         args = ["run", "--rm", "--no-deps", "-T", "-e", f"RUN_CONFIG={run_config}", "-e", f"RUN_DEADLINE={deadline}"]
         if app_dir is not None:
@@ -217,9 +225,7 @@ def test_a_run_past_its_deadline_is_stopped(three_nodes):
     assert result.returncode == 1 and time.monotonic() - started < 120
     [exceeded] = [json.loads(l) for l in result.stdout.splitlines() if '"run_deadline_exceeded"' in l]
     assert exceeded["stopped"] is True and exceeded["deadline_s"] == 20
-    listed = fed.compose("run", "--rm", "--no-deps", "-T", "-e", "LOG_FORMAT=console", "--entrypoint", "flwr",
-                         "submit", "ls", "deployment", "--run-id", exceeded["run_id"], "--format", "json").stdout
-    [run] = json.loads(listed[listed.index("{"):])["runs"]
+    [run] = fed.runs("--run-id", exceeded["run_id"])
     assert run["status"] == "finished:stopped"
 
 
@@ -287,10 +293,7 @@ def test_liars_are_rejected_and_a_restarted_superlink_keeps_its_runs(five_nodes,
     # The SuperLink restarted between two runs: the first is still listed, the nodes rejoin.
     fed.compose("restart", "superlink", timeout=120)
     fed.compose("up", "-d", "--no-build", "--wait", "superlink", timeout=120)
-    listed = fed.compose("run", "--rm", "--no-deps", "-T", "-e", "LOG_FORMAT=console", "--entrypoint", "flwr",
-                         "submit", "ls", "deployment", "--format", "json").stdout
-    runs = json.loads(listed[listed.index("{"):])["runs"]
-    assert clean_run in {r["run-id"] for r in runs}
+    assert clean_run in {r["run-id"] for r in fed.runs()}
 
     attacks = " ".join(f"{p}={'/'.join(steps)}" for p, steps in ATTACKS.items())
     lying = fed.submit(f'{BASE} attacks="{attacks}"', rogue_app)
