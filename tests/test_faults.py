@@ -142,14 +142,17 @@ import os, signal
 matches = {{}}
 for pid in os.listdir("/proc"):
     if pid.isdigit():
-        with open(f"/proc/{{pid}}/cmdline", "rb") as f:
-            argv = f.read().split(b"\\0")
-        if any(arg.endswith({program.encode()!r}) for arg in argv[:2]):
-            with open(f"/proc/{{pid}}/stat") as f:
-                matches[int(pid)] = int(f.read().rsplit(")", 1)[1].split()[1])
+        try:  # a process (a ClientApp ending) may be gone between the listing and the read
+            with open(f"/proc/{{pid}}/cmdline", "rb") as f:
+                argv = f.read().split(b"\\0")
+            if any(arg.endswith({program.encode()!r}) for arg in argv[:2]):
+                with open(f"/proc/{{pid}}/stat") as f:
+                    matches[int(pid)] = int(f.read().rsplit(")", 1)[1].split()[1])
+        except FileNotFoundError:
+            continue
 for pid, parent in matches.items():
     if parent not in matches:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)  # the eldest: the program itself, not what it forked
 """)
 
 
