@@ -173,8 +173,9 @@ def test_lost_nodes_never_stall_a_run_and_come_back(three_nodes):
         fed.wait_for(summary_of(1, "evaluate"), what="round 1's evaluation without node 3")
         loss_to_round = time.monotonic() - killed_at
         after_loss = fed.wait_for(summary_of(2, "train"), what="round 2 without node 3")
-        sh("docker", "start", fed.container(3))                     # the host is back
+        # At once, while evaluate 2 is under way: a warm ClientApp replies within 3 s.
         kill_flower_process(fed.container(1))                       # a process dies mid-round (evaluate 2)
+        sh("docker", "start", fed.container(3))                     # the host is back
         fed.wait_for(summary_of(3, "train"), what="round 3")
         sh("docker", "pause", fed.container(2))                     # a frozen host, for one phase
         fed.wait_for(summary_of(3, "evaluate"), what="round 3 without node 2")
