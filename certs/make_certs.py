@@ -12,6 +12,11 @@ uses the SuperLink image). Commands:
   server [--san ...]                              a new server certificate and key, same CA
                                                   (rotation; no --san: the current names)
   node NAME                                       a new SuperNode key pair
+  revoke NAME                                     move server/supernodes/NAME.pub to server/revoked/
+                                                  (register-supernodes then unregisters it)
+  ray [NAME] --san IP:addr ... [--subnet CIDR]    a Ray node certificate (default NAME: ray) for
+                                                  every address a Ray node of the simulation's
+                                                  cluster is dialled at, and the cluster's token
   show                                            every certificate's names and expiry
 
 Output (default certs/out/), one folder per machine, ready to copy:
@@ -21,10 +26,14 @@ Output (default certs/out/), one folder per machine, ready to copy:
                supernodes/<name>.pub: the SuperLink machine's files
   <name>/      ca.crt, supernode.key, supernode.pub: one SuperNode machine's files
   user/        ca.crt: what `flwr run` on a user's machine needs
+  ray/         ca.crt, ray.crt, ray.key, ray.token: Ray nodes (docs/ray.md); ca/ray.token
+               keeps the cluster's token for the next `ray NAME`
 
 Private keys and the secret are written with mode 0600. Run as root (sudo, or
 in a container), key files are given to uid/gid 49999, the user every image runs
-as (`--owner` changes that). Nothing is ever overwritten unless --force, except
+as (`--owner` changes that), and each supernode.key to uid 49998, the user a
+SuperNode's Flower runs as, so that the ClientApp code beside it cannot read it
+(`--node-owner`). Nothing is ever overwritten unless --force, except
 the server certificate by `ensure` when the names asked for change.
 
 A file or folder it cannot read or write (a step run without sudo after one run
@@ -54,7 +63,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 # (SuperExec, SuperNodes of the local compose.yaml) and loopback (health probe,
 # an SSH tunnel to the Control API). Always in the certificate.
 INTERNAL_SANS = ("DNS:superlink", "DNS:localhost", "IP:127.0.0.1")
-CONTAINER_UID = 49999  # the `flwr` user of every image
+CONTAINER_UID = 49999  # the `flwr` user of every image (and of ClientApp code)
+# A SuperNode's key belongs to another user, the one its Flower daemon runs as: the
+# ClientApps beside it (uid 49999, running whatever code a run ships) cannot read it
+# (docker/supernode_entrypoint.py).
+SUPERNODE_UID = 49998
 CA_DAYS, SERVER_DAYS = 3650, 397  # 397: the longest lifetime browsers and most policies accept
 NODE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
@@ -123,8 +136,10 @@ def same_names(a: list[str], b: list[str]) -> bool:
 class Store:
     """The output folder: writes files, never overwriting unless forced."""
 
-    def __init__(self, root: Path, force: bool, owner: tuple[int, int] | None) -> None:
+    def __init__(self, root: Path, force: bool, owner: tuple[int, int] | None,
+                 node_owner: tuple[int, int] | None = None) -> None:
         self.root, self.force, self.owner = root, force, owner
+        self.node_owner = node_owner or owner
 
     def path(self, relative: str | Path) -> Path:
         return self.root / relative
@@ -174,7 +189,8 @@ class Store:
             raise CertError(f"{', '.join(self.shown(self.path(r)) for r in existing)} already exist(s): "
                             f"nothing was changed. Pass --force to replace them.{hint}")
 
-    def write(self, relative: str, data: bytes, private: bool = False, for_container: bool = True) -> None:
+    def write(self, relative: str, data: bytes, private: bool = False, for_container: bool = True,
+              owner: tuple[int, int] | None = None) -> None:
         target = self.path(relative)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -186,11 +202,12 @@ class Store:
                 f.write(data)
         except OSError as exc:
             raise self.failed(exc, "write", target) from exc
-        if private and for_container and self.owner:
+        owner = owner or self.owner
+        if private and for_container and owner:
             try:
-                os.chown(target, *self.owner)
+                os.chown(target, *owner)
             except PermissionError as exc:
-                raise CertError(f"cannot give {self.shown(target)} to uid {self.owner[0]}: only root can - "
+                raise CertError(f"cannot give {self.shown(target)} to uid {owner[0]}: only root can - "
                                 "run it with sudo, or leave out --owner") from exc
 
     def read(self, relative: str | Path) -> bytes:
@@ -373,10 +390,84 @@ def make_node(store: Store, name: str) -> None:
                                 serialization.NoEncryption())
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                            serialization.PublicFormat.OpenSSH) + f" {name}\n".encode()
-    store.write(f"{name}/supernode.key", private, private=True)
+    store.write(f"{name}/supernode.key", private, private=True, owner=store.node_owner)
     store.write(f"{name}/supernode.pub", public)
     store.write(f"{name}/ca.crt", pem_cert(ca_cert))
     store.write(f"server/supernodes/{name}.pub", public)
+
+
+def revoke_node(store: Store, name: str) -> None:
+    """Moves the node's public key from server/supernodes/ to server/revoked/: the next
+    run of register-supernodes unregisters it, and no later run registers it again."""
+    wanted, revoked = f"server/supernodes/{name}.pub", f"server/revoked/{name}.pub"
+    if not store.exists(wanted):
+        if store.exists(revoked):
+            raise CertError(f"{name} is revoked already ({store.shown(store.path(revoked))})")
+        raise CertError(f"no key {store.shown(store.path(wanted))}: `show` lists the certificates, "
+                        "`ls server/supernodes/` the nodes")
+    store.write(revoked, store.read(wanted))
+    try:
+        store.path(wanted).unlink()
+    except OSError as exc:
+        raise store.failed(exc, "write", store.path(wanted)) from exc
+
+
+# --- Ray nodes (docs/ray.md) ----------------------------------------------------------
+
+# Ray's gRPC clients check the server's name against the address they dial, and Ray
+# dials every node by its IP: a Ray certificate names every address a node has.
+RAY_INTERNAL_SANS = ("DNS:localhost", "IP:127.0.0.1")
+MAX_RAY_SUBNET = 256  # addresses one certificate lists (a /24)
+
+
+def subnet_sans(cidrs: list[str]) -> list[str]:
+    """Every host address of each subnet, for nodes whose IPs Docker picks (`--scale`)."""
+    names = []
+    for cidr in cidrs:
+        try:
+            network = ipaddress.ip_network(cidr)
+        except ValueError as exc:
+            raise CertError(f"bad --subnet {cidr!r} ({exc}): write a network such as 10.213.47.0/26") from None
+        if network.num_addresses > MAX_RAY_SUBNET:
+            raise CertError(f"--subnet {cidr} has {network.num_addresses} addresses: at most {MAX_RAY_SUBNET} "
+                            "(a /24), each written into the certificate")
+        names += [f"IP:{ip}" for ip in network.hosts()]
+    return names
+
+
+def ray_token(store: Store) -> bytes:
+    """The cluster's token (RAY_AUTH_MODE=token): made once, kept in ca/ for the next node."""
+    if not store.exists("ca/ray.token"):
+        store.write("ca/ray.token", secrets.token_hex(32).encode(), private=True, for_container=False)
+    return store.read("ca/ray.token")
+
+
+def make_ray_node(store: Store, name: str, sans: list[str], days: int) -> list[str]:
+    """NAME/: a certificate for both ends of Ray's mutual TLS (serverAuth and clientAuth),
+    the CA, and the cluster's token. Only these certificates open the Ray cluster: the
+    SuperLink's is serverAuth alone, which a Ray node refuses from a client."""
+    if not NODE_NAME.fullmatch(name) or name in ("ca", "server", "user"):
+        raise CertError(f"bad Ray node name {name!r}: lowercase letters, digits, '.', '_', '-' "
+                        "(not ca/server/user), e.g. ray or ray-host-2")
+    if not any(n.startswith("IP:") for n in sans):
+        raise CertError("a Ray certificate needs the addresses its nodes are dialled at: --san IP:<address> "
+                        "(each host's, across machines) or --subnet <CIDR> (one engine's compose network)")
+    store.refuse_existing(f"{name}/ray.crt", f"{name}/ray.key")
+    ca_cert, ca_key = store.read_ca()
+    names = list(dict.fromkeys([*sans, *RAY_INTERNAL_SANS]))
+    key = ec.generate_private_key(ec.SECP384R1())
+    cert = (_builder(f"ray {name}", ca_cert.subject, key.public_key(), days)
+            .add_extension(x509.SubjectAlternativeName([parse_san(n) for n in names]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA384()))
+    store.write(f"{name}/ray.key", pem_key(key), private=True)
+    store.write(f"{name}/ray.crt", pem_cert(cert))
+    store.write(f"{name}/ca.crt", pem_cert(ca_cert))
+    store.write(f"{name}/ray.token", ray_token(store), private=True)
+    return names
 
 
 def show(store: Store) -> int:
@@ -411,16 +502,18 @@ def instructions(store: Store, nodes: list[str], sans: list[str] | None) -> str:
               for n in nodes]
     lines.append(f"  {root}/ca/ca.key: keep offline; needed only to make new certificates")
     if store.owner is None and os.getuid() != CONTAINER_UID:
-        lines.append(f"  note: key files belong to uid {os.getuid()}; the containers run as uid {CONTAINER_UID}: "
-                     f"run this with sudo, or `sudo chown {CONTAINER_UID}:{CONTAINER_UID}` the *.key and *.secret files")
+        lines.append(f"  note: key files belong to uid {os.getuid()}; the containers read them as uid {CONTAINER_UID} "
+                     f"(a SuperNode's supernode.key: {SUPERNODE_UID}): run this with sudo, or `sudo chown "
+                     f"{CONTAINER_UID}:{CONTAINER_UID}` the server's *.key and *.secret files and "
+                     f"`sudo chown {SUPERNODE_UID}:{SUPERNODE_UID}` each supernode.key")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["init", "ensure", "server", "node", "show"])
-    parser.add_argument("name", nargs="?", help="node name, for `node`")
+    parser.add_argument("command", choices=["init", "ensure", "server", "node", "revoke", "show", "ray"])
+    parser.add_argument("name", nargs="?", help="node name, for `node`, `revoke` and `ray`")
     parser.add_argument("--out", type=Path, default=Path(os.getenv("CERTS_OUT", Path(__file__).parent / "out")))
     parser.add_argument("--san", action="append", default=[],
                         help="a name the SuperLink is reached by: DNS:<name> or IP:<address> "
@@ -428,18 +521,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=2, help="SuperNode key pairs made by init (default 2)")
     parser.add_argument("--days", type=int, default=SERVER_DAYS, help="server certificate lifetime")
     parser.add_argument("--owner", help="uid:gid for key files (default 49999:49999 when run as root)")
+    parser.add_argument("--node-owner", help="uid:gid for SuperNode keys (default 49998:49998 when run as "
+                                              "root: not the ClientApps' uid)")
     parser.add_argument("--force", action="store_true", help="replace existing files")
+    parser.add_argument("--subnet", action="append", default=[],
+                        help="ray: every host address of this network (a compose network's subnet)")
     args = parser.parse_args(argv)
 
-    owner = None
-    if args.owner:
-        uid, _, gid = args.owner.partition(":")
-        if not (uid.isdigit() and (gid or uid).isdigit()):
-            raise CertError(f"bad --owner {args.owner!r}: write uid:gid in numbers, e.g. 49999:49999")
-        owner = (int(uid), int(gid or uid))
-    elif os.getuid() == 0:
-        owner = (CONTAINER_UID, CONTAINER_UID)
-    store = Store(args.out.resolve(), args.force, owner)
+    owner = parse_owner("--owner", args.owner) or ((CONTAINER_UID,) * 2 if os.getuid() == 0 else None)
+    node_owner = parse_owner("--node-owner", args.node_owner) or ((SUPERNODE_UID,) * 2 if os.getuid() == 0 else None)
+    store = Store(args.out.resolve(), args.force, owner, node_owner)
     sans = split_sans(args.san or [os.getenv("SUPERLINK_SANS", "")])
     for san in sans:  # every command: a typo is reported before anything is written
         parse_san(san)
@@ -449,14 +540,39 @@ def main(argv: list[str] | None = None) -> int:
         raise store.failed(exc, "use") from exc
 
 
+def parse_owner(flag: str, value: str | None) -> tuple[int, int] | None:
+    if not value:
+        return None
+    uid, _, gid = value.partition(":")
+    if not (uid.isdigit() and (gid or uid).isdigit()):
+        raise CertError(f"bad {flag} {value!r}: write uid:gid in numbers, e.g. 49999:49999")
+    return int(uid), int(gid or uid)
+
+
 def run(args: argparse.Namespace, store: Store, sans: list[str]) -> int:
     if args.command == "show":
         return show(store)
+    if args.command == "revoke":
+        if not args.name:
+            raise CertError("`revoke` needs a node name, e.g. `revoke supernode-2`")
+        revoke_node(store, args.name)
+        say(f"moved {args.name}.pub to {store.shown(store.path('server/revoked'))}/: copy server/ to the "
+            "server and run register-supernodes there; the node is refused at its next request")
+        return 0
     if args.command == "node":
         if not args.name:
             raise CertError("`node` needs a name, e.g. `node supernode-3`")
         make_node(store, args.name)
         say(instructions(store, [args.name], None))
+        return 0
+    if args.command == "ray":
+        name = args.name or "ray"
+        # The names of Ray nodes only: $SUPERLINK_SANS, the SuperLink's, is no default here.
+        asked = [*split_sans(args.san), *subnet_sans(args.subnet)]
+        make_ray_node(store, name, asked, args.days)
+        shown = ", ".join(asked) if len(asked) <= 4 else f"{asked[0]} .. {asked[-1]} ({len(asked)} names)"
+        say(f"Made {store.shown(store.path(name))}/: ray.crt for {shown}, with ca.crt, ray.key, ray.token "
+            "-> every Ray node of the cluster (docs/ray.md: RAY_CERTS_DIR)")
         return 0
     if args.command == "server":
         names = rotate_server(store, sans, args.days)

@@ -20,8 +20,9 @@ the child, as it would in a cold process.
     clientapp_forkserver.py [--socket PATH] [--target MODULE:FUNCTION] [--preload "MODULES"]
 
 The socket is created only once the preloads are imported. Until then, a
-launcher waits for it while PATH.starting exists (the SuperNode entrypoint makes
-it); with no server at all, launchers start Flower's own executable (a cold start).
+launcher waits for it while PATH.starting exists (made first thing here, as the
+user the server runs as, so that it may remove it); with no server at all,
+launchers start Flower's own executable (a cold start).
 """
 
 from __future__ import annotations
@@ -247,6 +248,7 @@ def main() -> None:
     parser.add_argument("--preload", default=os.getenv("CLIENTAPP_PRELOAD", PRELOAD),
                         help="modules to import once, space-separated (env CLIENTAPP_PRELOAD)")
     args = parser.parse_args()
+    open(args.socket + ".starting", "a").close()  # launchers: wait, it is importing
     started = time.monotonic()
     loaded = preload(args.preload.split())
     target = load_target(args.target)

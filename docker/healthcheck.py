@@ -51,8 +51,11 @@ def main(url: str) -> int:
     if url.startswith("supernode://"):
         with open(SUPERNODE_TARGET) as file:
             target = json.load(file)
-        if target.get("site_data_error"):
-            raise ValueError(f"this site's data cannot be used: {target['site_data_error']}")
+        if target.get("site_data_state"):  # written by site_data_watch.py
+            with open(target["site_data_state"]) as file:
+                problem = json.load(file)["problem"]
+            if problem:
+                raise ValueError(f"this site's data cannot be used: {problem}")
         local = get("http://" + url.removeprefix("supernode://"), unverified())
         return local or superlink_reachable(target)
     ca_file = os.getenv("HEALTHCHECK_CA_FILE")

@@ -12,12 +12,22 @@ sample counts, finite features, whole-number labels; and, against MODEL_FEATURES
 NUM_CLASSES (default: the shipped models' 64 features and 10 classes; `any` to
 skip), the feature count and the label range. Each ClientApp checks again against
 its run's model.
+
+Run as a process of its own (docker/supernode_processes.py), as the user the
+ClientApps run as, so that it sees the folder with their permissions:
+
+  site_data_watch.py FOLDER LABEL_COLUMN STATE_FILE
+
+It writes {"problem": ... or null} to STATE_FILE after every check (the health
+probe reads it), and exits 2 on a setting it cannot use.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import threading
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,13 +77,32 @@ class SiteDataWatch:
         self.on_change(problem)
         return problem
 
-    def start(self) -> None:
-        """Check now, then re-check in the background whenever the folder changes."""
-        self.check()
-        threading.Thread(target=self._watch, daemon=True).start()
-
-    def _watch(self) -> None:
-        stop = threading.Event()
-        while not stop.wait(RECHECK_SECONDS):
+    def watch(self) -> None:
+        """Check again whenever the folder changes, until the process ends."""
+        while True:
+            time.sleep(RECHECK_SECONDS)
             if fingerprint(self.folder) != self.seen:
                 self.check()
+
+
+def write_state(path: Path, problem: str | None) -> None:
+    """Whole or not at all: the probe may read it at any moment."""
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps({"problem": problem}))
+    temporary.replace(path)
+
+
+def main(argv: list[str]) -> int:
+    folder, label_column, state = Path(argv[0]), argv[1], Path(argv[2])
+    try:
+        watch = SiteDataWatch(folder, label_column, lambda problem: write_state(state, problem))
+    except ValueError as exc:
+        log.error("supernode_config_invalid", error=str(exc))
+        return 2
+    watch.check()
+    watch.watch()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -35,9 +35,10 @@ either sign it stops Flower and exits 1, so the restart policy starts a fresh
 SuperNode that rejoins with the same key. It also writes what the health probe
 needs to reach the SuperLink (healthcheck.py `supernode://`).
 
-Beside Flower, it starts the fork server that gives ClientApps a warm start
-(docker/clientapp_forkserver.py; CLIENTAPP_FORKSERVER=off for none), and keeps
-it running.
+Beside Flower, as another user that cannot read the node's key, it starts
+Flower's SuperExec for ClientApps and the fork server that gives them a warm
+start (docker/clientapp_forkserver.py; CLIENTAPP_FORKSERVER=off for none):
+supernode_processes.py says who runs as whom, and why.
 """
 
 from __future__ import annotations
@@ -45,22 +46,16 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
 import socket
 import ssl
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
+import supernode_processes as processes  # beside this file
 from flowerdock_logging import get_logger
+from supernode_processes import ConfigError
 
 log = get_logger("app.entrypoint")
-
-
-class ConfigError(Exception):
-    """A setting that cannot work; the message says what to fix."""
 
 
 def replica_number(replicas: int) -> int:
@@ -98,9 +93,11 @@ def node_files(replica: int | None) -> tuple[Path, Path]:
     default = f"/certs/supernode-{replica}" if replica else "/certs"
     folder = Path(os.getenv("NODE_CERTS_DIR") or default)
     ca, key = folder / "ca.crt", folder / "supernode.key"
-    for path, what in ((ca, "the federation's CA certificate"), (key, "this SuperNode's private key")):
+    # The key is read by Flower, as its owner (supernode_processes.py): here, that it is there.
+    for path, what, look in ((ca, "the federation's CA certificate", Path.read_bytes),
+                             (key, "this SuperNode's private key", Path.stat)):
         try:
-            path.read_bytes()
+            look(path)
         except OSError as exc:
             raise ConfigError(f"cannot read {what} {path} ({exc.strerror}): mount the folder that "
                               "certs/make-certs.sh made for this node (ca.crt, supernode.key) there, "
@@ -172,127 +169,20 @@ def flower_arguments(args: list[str], replica: int | None) -> list[str]:
             "--auth-supernode-private-key", str(key), *args]
 
 
-# What Flower logs when its Fleet loop has given up for good (flwr/supercore/retry/http_retry.py).
-GAVE_UP = ("SSL/TLS handshake error detected", "Giving up reconnection")
-# What it logs when the SuperLink refuses to activate this node's key.
-NOT_ACTIVATED = b"Failed to activate SuperNode"
 HEALTH_FILE = Path("/tmp/flowerdock-supernode.json")
 
 
 class HealthTarget:
     """What the health probe reads (healthcheck.py `supernode://`): where the SuperLink
-    is, the CA that verifies it, and what is wrong with this site's data, if anything."""
+    is, the CA that verifies it, and where the site-data check writes what it found."""
 
-    def __init__(self, arguments: list[str]) -> None:
+    def __init__(self, arguments: list[str], site_data: bool) -> None:
         ca = arguments[arguments.index("--root-certificates") + 1] if "--root-certificates" in arguments else None
-        self.state = {"superlink": os.environ["SUPERLINK"], "ca": ca, "site_data_error": None}
-        self.lock = threading.Lock()
-        self.write()
-
-    def site_data(self, problem: str | None) -> None:
-        self.state["site_data_error"] = problem
-        self.write()
-
-    def write(self) -> None:
-        with self.lock:  # whole or not at all: the probe may read it at any moment
-            temporary = HEALTH_FILE.with_suffix(".tmp")
-            temporary.write_text(json.dumps(self.state))
-            temporary.replace(HEALTH_FILE)
-
-
-def supervise(command: list[str]) -> int:
-    """Run Flower, pass its lines through, and end it when its loop has given up.
-
-    Flower runs in a process group of its own: when it ends, its children (the
-    SuperExec, a ClientApp mid-round) would otherwise live on, retrying a Runtime
-    API that is gone, and keep the container up but useless.
-    """
-    flower = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda number, _frame: flower.send_signal(number))
-    gave_up, not_activated = threading.Event(), threading.Event()
-
-    def pass_lines_through() -> None:
-        for raw in flower.stdout:
-            sys.stdout.buffer.write(raw)
-            sys.stdout.buffer.flush()
-            if NOT_ACTIVATED in raw:
-                not_activated.set()
-            if not gave_up.is_set() and any(sign.encode() in raw for sign in GAVE_UP):
-                gave_up.set()
-                log.error("supernode_lost_superlink", superlink=os.environ["SUPERLINK"],
-                          reason=raw.decode(errors="replace").strip()[:300],
-                          hint="Flower gave up on the SuperLink: restarting this SuperNode (restart policy)")
-                flower.terminate()
-
-    reader = threading.Thread(target=pass_lines_through, daemon=True)
-    reader.start()
-    code = flower.wait()
-    try:
-        os.killpg(flower.pid, signal.SIGKILL)
-    except ProcessLookupError:  # nothing left
-        pass
-    reader.join(timeout=5)
-    code = code if code >= 0 else 128 - code  # killed by a signal: 128 + its number, as a shell says
-    if gave_up.is_set():
-        return 1
-    if not_activated.is_set():
-        log.error("supernode_not_activated", exit_code=code,
-                  hint="the SuperLink refused this node's key: either it is not registered, or the "
-                       "SuperLink still holds this node's previous session (a crash less than a minute "
-                       "ago: the session expires after two missed heartbeats, 60 s); the restart policy "
-                       "tries again")
-    elif code != 0:
-        log.error("supernode_exited", exit_code=code, hint="the restart policy starts it again")
-    return code
-
-
-class ForkServer:
-    """The fork server behind the image's warm `flwr-clientapp`, restarted if it dies.
-
-    Without it, the launcher starts Flower's own executable: a ClientApp then pays
-    its imports again (seconds), nothing else changes.
-    """
-
-    SCRIPT = Path(__file__).with_name("clientapp_forkserver.py")
-    SOCKET = Path(os.getenv("CLIENTAPP_FORKSERVER_SOCKET", "/tmp/flowerdock-clientapp.sock"))
-    STARTING = SOCKET.with_name(SOCKET.name + ".starting")  # launchers wait while it exists
-
-    def __init__(self) -> None:
-        self.process: subprocess.Popen | None = None
-        self.stopping = False
-
-    def start(self) -> None:
-        """Beside Flower, not before it: its imports take seconds, and the first
-        message comes later; a launcher that finds it still starting waits for it."""
-        self._spawn()
-        threading.Thread(target=self._keep_running, daemon=True).start()
-
-    def _spawn(self) -> None:
-        self.STARTING.touch()  # the server removes it once it serves
-        # A session of its own: stopping it ends the ClientApps it forked, too.
-        self.process = subprocess.Popen([sys.executable, str(self.SCRIPT), "--socket", str(self.SOCKET)],
-                                        start_new_session=True)
-
-    def _keep_running(self) -> None:
-        while True:
-            code = self.process.wait()
-            self.STARTING.unlink(missing_ok=True)
-            if self.stopping:
-                return
-            log.error("forkserver_exited", exit_code=code, hint="restarting it; meanwhile ClientApps start cold")
-            time.sleep(1)
-            if self.stopping:
-                return
-            self._spawn()
-
-    def stop(self) -> None:
-        self.stopping = True
-        if self.process is not None:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        state = {"superlink": os.environ["SUPERLINK"], "ca": ca,
+                 "site_data_state": str(processes.SITE_DATA_STATE) if site_data else None}
+        temporary = HEALTH_FILE.with_suffix(".tmp")  # whole or not at all: the probe may read it any time
+        temporary.write_text(json.dumps(state))
+        temporary.replace(HEALTH_FILE)
 
 
 def number_of_partitions() -> int:
@@ -330,38 +220,36 @@ def as_flower_node_config(config: dict) -> str:
     return " ".join(f"{key}={json.dumps(value)}" for key, value in config.items())
 
 
-def watch_site_data(node_config: dict, health: HealthTarget) -> None:
-    from site_data_watch import SiteDataWatch  # beside this file; imports numpy, so only when used
-
-    try:
-        watch = SiteDataWatch(Path(node_config["data-path"]), node_config["label-column"], health.site_data)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-    watch.start()
-
-
 def main() -> None:
     try:
         node_config, replica = data_node_config() if os.getenv("DATA_PATH") else partition_node_config()
         arguments = flower_arguments(sys.argv[1:], replica)
-        health = HealthTarget(arguments)
-        if "data-path" in node_config:
-            watch_site_data(node_config, health)
+        key = arguments[arguments.index("--auth-supernode-private-key") + 1] if "--insecure" not in arguments else None
+        daemon = processes.daemon_uid(Path(key) if key else None)
+        HealthTarget(arguments, site_data="data-path" in node_config)
+        helpers = [processes.site_data_watch(node_config["data-path"], node_config["label-column"])] \
+            if "data-path" in node_config else []
     except ConfigError as exc:
         log.error("supernode_config_invalid", error=str(exc))
         sys.exit(2)
     log.info("supernode_starting", **{key.replace("-", "_"): value for key, value in node_config.items()},
-             superlink=os.environ["SUPERLINK"], tls="--insecure" not in arguments)
-    command = ["flower-supernode", "--isolation", "subprocess",
-               "--node-config", as_flower_node_config(node_config), *arguments]
-    fork_server = ForkServer()
-    if os.getenv("CLIENTAPP_FORKSERVER", "on").lower() != "off":
-        fork_server.start()
+             superlink=os.environ["SUPERLINK"], tls="--insecure" not in arguments,
+             daemon_uid=daemon if daemon is not None else os.getuid(), clientapp_uid=processes.CLIENTAPP_UID
+             if processes.separated() else os.getuid())
+    command = ["flower-supernode", "--isolation", "process", "--node-config", as_flower_node_config(node_config),
+               *arguments]
+
+    def start_clientapp_side() -> None:  # once Flower serves (or soon will) its Runtime API
+        if os.getenv("CLIENTAPP_FORKSERVER", "on").lower() != "off":
+            helpers.append(processes.ForkServer().start())
+        helpers.append(processes.superexec().start())
+
     try:
-        code = supervise(command)
+        code = processes.supervise(command, daemon, on_start=start_clientapp_side)
     finally:
-        fork_server.stop()
-    sys.exit(code)
+        for helper in helpers:
+            helper.stop()
+    sys.exit(1 if processes.Child.failed.is_set() and code == 0 else code)
 
 
 if __name__ == "__main__":

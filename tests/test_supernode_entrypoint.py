@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 import time
 
@@ -12,9 +14,11 @@ import pytest
 
 from tests.conftest import ROOT, json_lines
 
+sys.path.insert(0, str(ROOT / "docker"))  # the entrypoint's modules lie beside it in the image
 spec = importlib.util.spec_from_file_location("supernode_entrypoint", ROOT / "docker/supernode_entrypoint.py")
 entrypoint = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(entrypoint)
+import supernode_processes as processes  # noqa: E402
 
 
 def flower(tmp_path, body: str) -> list[str]:
@@ -51,7 +55,7 @@ def superlink(monkeypatch):
 
 def test_a_flower_that_gave_up_on_the_superlink_is_ended(tmp_path, capfd):
     started = time.monotonic()
-    code = entrypoint.supervise(flower(tmp_path, """
+    code = processes.supervise(flower(tmp_path, """
 print('{"event": "SSL/TLS handshake error detected.", "logger": "flwr"}', flush=True)
 time.sleep(300)  # the process lives on, silent: what Flower 1.42 does
 """))
@@ -64,7 +68,7 @@ time.sleep(300)  # the process lives on, silent: what Flower 1.42 does
 
 
 def test_retries_that_ran_out_are_a_give_up_too(tmp_path, capfd):
-    code = entrypoint.supervise(flower(tmp_path, """
+    code = processes.supervise(flower(tmp_path, """
 print('{"event": "Giving up reconnection after 120.00 seconds and 30 tries.", "logger": "flwr"}', flush=True)
 time.sleep(300)
 """))
@@ -74,7 +78,7 @@ time.sleep(300)
 
 def test_a_crashed_flower_ends_the_container_without_waiting_for_its_children(tmp_path, capfd):
     started = time.monotonic()
-    code = entrypoint.supervise(flower(tmp_path, "import signal; os.kill(os.getpid(), signal.SIGKILL)"))
+    code = processes.supervise(flower(tmp_path, "import signal; os.kill(os.getpid(), signal.SIGKILL)"))
     assert code == 128 + 9 and time.monotonic() - started < 15  # its child still held the pipe
     assert gone(int((tmp_path / "child.pid").read_text()))
     [exited] = [e for e in json_lines(capfd.readouterr().out) if e["event"] == "supernode_exited"]
@@ -82,7 +86,7 @@ def test_a_crashed_flower_ends_the_container_without_waiting_for_its_children(tm
 
 
 def test_a_refused_key_says_what_may_be_wrong(tmp_path, capfd):
-    code = entrypoint.supervise(flower(tmp_path, """
+    code = processes.supervise(flower(tmp_path, """
 print('{"event": "Exit Code: 305 Failed to activate SuperNode.", "logger": "flwr"}', flush=True)
 sys.exit(1)
 """))
@@ -92,7 +96,7 @@ sys.exit(1)
 
 
 def test_a_clean_exit_is_passed_on(tmp_path, capfd):
-    assert entrypoint.supervise(flower(tmp_path, "print('{\"event\": \"bye\"}')")) == 0
+    assert processes.supervise(flower(tmp_path, "print('{\"event\": \"bye\"}')")) == 0
     assert [e["event"] for e in json_lines(capfd.readouterr().out)] == ["bye"]
 
 
@@ -151,7 +155,6 @@ def test_a_site_folder_reaches_flower_as_node_config_it_parses(monkeypatch):
 
 # --- A site folder that cannot be used: logged, unhealthy, and healthy again once fixed ---
 
-sys.path.insert(0, str(ROOT / "docker"))
 import site_data_watch  # noqa: E402 - beside the entrypoint in the image
 
 health_spec = importlib.util.spec_from_file_location("healthcheck", ROOT / "docker/healthcheck.py")
@@ -162,16 +165,17 @@ health_spec.loader.exec_module(healthcheck)
 def test_a_broken_site_folder_is_unhealthy_until_fixed(tmp_path, monkeypatch, capfd):
     import numpy as np
 
-    health_file = tmp_path / "health.json"
+    health_file, state_file = tmp_path / "health.json", tmp_path / "site-data.json"
     monkeypatch.setattr(entrypoint, "HEALTH_FILE", health_file)
+    monkeypatch.setattr(processes, "SITE_DATA_STATE", state_file)
     monkeypatch.setattr(healthcheck, "SUPERNODE_TARGET", str(health_file))
     folder = tmp_path / "site"
     folder.mkdir()
     x, y = np.random.default_rng(0).random((30, 64)), np.arange(30) % 10
     np.savez(folder / "train.npz", x=x, y=np.where(np.arange(30) == 4, 12, y))  # a label out of range
 
-    health = entrypoint.HealthTarget(["--root-certificates", "/certs/ca.crt"])
-    watch = site_data_watch.SiteDataWatch(folder, "label", health.site_data)
+    entrypoint.HealthTarget(["--root-certificates", "/certs/ca.crt"], site_data=True)
+    watch = site_data_watch.SiteDataWatch(folder, "label", lambda p: site_data_watch.write_state(state_file, p))
     assert "sample 4 has 12" in watch.check()
     with pytest.raises(ValueError, match="this site's data cannot be used: .*train.npz: labels must be in 0..9"):
         healthcheck.main("supernode://127.0.0.1:9094/health")
@@ -179,7 +183,7 @@ def test_a_broken_site_folder_is_unhealthy_until_fixed(tmp_path, monkeypatch, ca
 
     np.savez(folder / "train.npz", x=x, y=y)
     assert watch.check() is None
-    assert json.loads(health_file.read_text())["site_data_error"] is None
+    assert json.loads(state_file.read_text())["problem"] is None
     events = [e for e in json_lines(capfd.readouterr().out) if e["event"].startswith("site_data")]
     assert [e["event"] for e in events] == ["site_data_invalid", "site_data_valid"]
     assert events[0]["path"] == str(folder / "train.npz") and "labels must be in 0..9" in events[0]["problem"]
@@ -222,3 +226,60 @@ def test_the_probe_falls_back_to_plaintext_and_wants_200(status, healthy):
             assert healthcheck.main(url) == healthy
     finally:
         server.shutdown()
+
+
+# --- Who runs as whom: the key's owner for Flower, uid 49999 for ClientApps -----------
+
+needs_root = pytest.mark.skipif(os.getuid() != 0, reason="changing user needs root (CI runs as root)")
+SYSTEM_PYTHON = "/usr/bin/python3"  # one every uid may run (this venv's may sit in root's home)
+
+
+def key_file(tmp_path, uid: int, mode: int = 0o600):
+    key = tmp_path / "supernode.key"
+    key.write_text("a key")
+    os.chown(key, uid, uid)
+    key.chmod(mode)
+    return key
+
+
+@needs_root
+@pytest.mark.parametrize(("uid", "mode", "error"), [
+    (49999, 0o600, "belongs to uid 49999: the ClientApps run as uid 49999"),
+    (0, 0o600, "belongs to uid 0"),
+    (50002, 0o640, "readable by others .mode 640.: chmod 600"),
+])
+def test_a_key_the_clientapps_could_read_stops_the_node(tmp_path, uid, mode, error):
+    with pytest.raises(entrypoint.ConfigError, match=error):
+        processes.daemon_uid(key_file(tmp_path, uid, mode))
+
+
+@needs_root
+def test_flower_runs_as_the_keys_owner_and_the_clientapp_side_as_flwr(tmp_path, capfd):
+    owner = processes.daemon_uid(key_file(tmp_path, 50002))
+    assert owner == 50002
+    probe = "import os, json; print(json.dumps({'event': 'who', 'uid': os.getuid(), 'gid': os.getgid(), 'groups': os.getgroups()}))"
+    assert processes.supervise([SYSTEM_PYTHON, "-c", probe], owner) == 0
+    side = processes.Child("probe", [SYSTEM_PYTHON, "-c", probe])
+    side._spawn()
+    side.process.wait(timeout=30)
+    who = [e for e in json_lines(capfd.readouterr().out) if e["event"] == "who"]
+    assert [(e["uid"], e["gid"], e["groups"]) for e in who] == [(50002, 50002, []), (49999, 49999, [])]
+
+
+@needs_root
+def test_the_clientapps_user_cannot_read_the_nodes_key(tmp_path):
+    tmp_path.chmod(0o755)
+    key = key_file(tmp_path, 50002)
+    result = subprocess.run([SYSTEM_PYTHON, "-c", f"open({str(key)!r}).read()"], capture_output=True, text=True,
+                            **processes.as_user(processes.CLIENTAPP_UID))
+    assert result.returncode != 0 and "Permission denied" in result.stderr
+
+
+def test_a_site_data_check_that_cannot_start_stops_the_node(tmp_path, monkeypatch, capfd):
+    monkeypatch.setattr(processes, "SITE_DATA_STATE", tmp_path / "state.json")
+    monkeypatch.setattr(processes, "as_user", lambda uid: {})  # as this user: the point is the exit
+    monkeypatch.setenv("NUM_CLASSES", "ten")
+    with pytest.raises(entrypoint.ConfigError, match="the site-data check stopped .exit 2."):
+        processes.site_data_watch(str(tmp_path), "label")
+    [line] = [e for e in json_lines(capfd.readouterr().out) if e["event"] == "supernode_config_invalid"]
+    assert "NUM_CLASSES='ten'" in line["error"]
