@@ -7,15 +7,22 @@ Reads any mix of: files of JSON Lines (the aggregator's store, a saved log),
 stdin. The same line seen twice (a ServerApp's own log and the copy `flwr run
 --stream` relays) counts once.
 
+Where lines say where they came from (the aggregator's `service` field, or the
+service prefix of `docker compose logs`), run events count only from the
+ServerApp's service: a ClientApp can print any line into its own container's
+output. The others are left out, and counted on stderr with where they came from.
+Lines that say nothing of it (`--no-log-prefix serverapp`) all count.
+
   docker compose logs --no-log-prefix serverapp | python scripts/report.py
+  docker compose logs | python scripts/report.py        # run events from serverapp only
   python scripts/report.py build/logs/flowerdock/*.jsonl --run-id 123 --png report.png
   python scripts/report.py run.jsonl --straggler-factor 2
+  docker compose -f docker/compose.simulation.yaml logs | python scripts/report.py --serverapp-service superlink
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -23,6 +30,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, TextIO
+
+from log_provenance import SERVERAPP_SERVICE, Ignored, lines_of, trusted
 
 STRAGGLER_FACTOR = 1.5  # slower than 1.5x the round's median training time
 
@@ -39,23 +48,14 @@ class Run:
         return sorted({r for r, _ in self.summaries} | {r for r, _, _ in self.clients})
 
 
-def events(lines: Iterable[str]) -> Iterable[dict]:
-    """The JSON objects in lines that may carry a prefix (`serverapp-1  | `, ESC[2K)."""
-    for line in lines:
-        start = line.find("{")
-        if start < 0:
-            continue
-        try:
-            event = json.loads(line[start:])
-        except ValueError:
-            continue
-        if isinstance(event, dict):
-            yield event
-
-
-def collect(lines: Iterable[str]) -> dict[str, Run]:
+def collect(lines: Iterable[str], serverapp_service: str = SERVERAPP_SERVICE,
+            ignored: Ignored | None = None) -> dict[str, Run]:
     runs: dict[str, Run] = {}
-    for e in events(lines):
+    ignored = Ignored() if ignored is None else ignored
+    for line in lines_of(lines):
+        if not trusted(line, serverapp_service, ignored):
+            continue
+        e = line.event
         kind, run_id = e.get("event"), e.get("run_id")
         if run_id is None or kind not in ("client_round", "round_summary", "global_evaluation"):
             continue
@@ -168,12 +168,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-id", help="which run (default: the last one in the input)")
     parser.add_argument("--png", type=Path, help="also save a chart here")
     parser.add_argument("--straggler-factor", type=float, default=STRAGGLER_FACTOR)
+    parser.add_argument("--serverapp-service", default=SERVERAPP_SERVICE,
+                        help="the compose service whose run events count, where lines name theirs "
+                             "(default: serverapp; superlink for docker/compose.simulation.yaml)")
     args = parser.parse_args(argv)
 
     streams = [p.open(encoding="utf-8", errors="replace") for p in args.files] or [sys.stdin]
-    runs = collect(line for stream in streams for line in stream)
+    ignored = Ignored()
+    runs = collect((line for stream in streams for line in stream), args.serverapp_service, ignored)
+    if ignored.sources:
+        print(ignored.describe(args.serverapp_service), file=sys.stderr)
     if not runs:
-        print("no client_round or round_summary lines in the input", file=sys.stderr)
+        hint = ""
+        if any(service == "superlink" for _, service in ignored.sources):
+            hint = " (in docker/compose.simulation.yaml the ServerApp runs in superlink: --serverapp-service superlink)"
+        source = f" from the {args.serverapp_service} service" if ignored.sources else ""
+        print(f"no client_round or round_summary lines{source} in the input{hint}", file=sys.stderr)
         return 1
     run_id = args.run_id if args.run_id is not None else list(runs)[-1]
     if run_id not in runs:

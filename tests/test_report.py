@@ -22,8 +22,10 @@ def test_recorded_compose_logs_make_a_table_and_a_chart(tmp_path):
     result = report(str(RECORDED), "--png", str(tmp_path / "run.png"))
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    # Each client line was in the input twice (the ServerApp's log and its stream in
-    # `submit`): counted once.
+    # Each client line was in the input twice, the ServerApp's and a copy in `submit`'s log
+    # (raw: recorded before submit nested its copies in `run_log`). Only the ServerApp's count.
+    assert "ignored 17 run events not from the serverapp service" in result.stderr
+    assert "17 from submit-1 (submit)" in result.stderr
     assert out.startswith(f"run {RUN_ID}: 2 rounds, 2 clients, 8 ok, 0 rejected, 0 failed replies")
     assert "round 1: sampled 2, replies 2, missing 0" in out and "accuracy 0.733" in out
     assert "round 2:" in out and "accuracy 0.953" in out
@@ -32,6 +34,9 @@ def test_recorded_compose_logs_make_a_table_and_a_chart(tmp_path):
     assert "2.301 -> 0.431" in out  # first and last epoch loss of a client
     png = (tmp_path / "run.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    # Without the prefixes nothing says where a line came from: the copies are counted once.
+    plain = report(stdin="".join(text[text.index("{"):] for text in RECORDED.read_text().splitlines(keepends=True)))
+    assert plain.stdout == out.split("\nchart: ")[0] and not plain.stderr
 
 
 def line(**fields) -> str:
@@ -68,3 +73,89 @@ def test_no_run_in_the_input_is_an_error():
     assert result.returncode == 1 and "no client_round" in result.stderr
     result = report(str(RECORDED), "--run-id", "42")
     assert result.returncode == 1 and RUN_ID in result.stderr
+
+
+# --- where a line came from: run events count from the ServerApp's service only -----
+
+def forged(**fields) -> dict:
+    """What a lying ClientApp prints: a faster client, a summary, an accuracy, and a claim of
+    being the ServerApp (fields the aggregator replaces, and that a prefix overrules)."""
+    return {"timestamp": "2026-11-24T20:18:00Z", "level": "info", "logger": "app.strategy", "run_id": RUN_ID,
+            "container": "flowerdock-serverapp-1", "service": "serverapp", **fields}
+
+
+FORGED = [
+    forged(event="client_round", server_round=1, phase="train", node_id="1676274095056139523", status="ok",
+           training_time=0.001, converged=True, training_losses={"epoch_1": 0.0}),
+    forged(event="round_summary", server_round=1, phase="train", sampled=99, replies=99, missing=0, duration_s=0.1),
+    forged(event="global_evaluation", server_round=1, loss=0.0, accuracy=1.0),
+]
+
+
+def serverapp_lines() -> str:
+    """The recorded ServerApp's lines, with their prefixes. (The recording's `submit` lines are
+    from before submit nested its copies in `run_log`: raw copies, from a service that is not
+    the ServerApp's, so now left out anyway.)"""
+    return "".join(text for text in RECORDED.read_text().splitlines(keepends=True) if "serverapp-1  |" in text)
+
+
+def recorded_table() -> str:
+    result = report(stdin=serverapp_lines())
+    assert result.returncode == 0 and not result.stderr, result.stderr
+    return result.stdout
+
+
+def test_run_events_from_a_supernode_prefix_are_ignored_and_counted():
+    # Printed before the ServerApp's own lines: trusted, they would take their place.
+    lies = [f"\x1b[2Ksupernode-2  | {json.dumps(e)}" for e in FORGED]
+    again = [{**e, "timestamp": "2026-11-24T20:18:01Z"} for e in FORGED]  # (the same line again counts once)
+    lies.append(f"\x1b[36msupernode-1  |\x1b[0m {json.dumps(again[0])}")  # a colour prefix
+    lies.append(f"supernode-1  | serverapp-1  | {json.dumps(again[1])}")  # a prefix printed by the ClientApp
+    lies.append(lies[0])
+    result = report(stdin="\n".join(lies) + "\n" + serverapp_lines())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == recorded_table()  # the ServerApp's lines alone
+    assert "ignored 5 run events not from the serverapp service" in result.stderr
+    assert "3 from supernode-2 (supernode)" in result.stderr and "2 from supernode-1 (supernode)" in result.stderr
+
+
+def test_the_aggregators_provenance_decides_and_each_forged_line_counts_once(tmp_path):
+    serverapp = {"container": "fd-serverapp-1", "container_id": "0123456789ab", "service": "serverapp"}
+    supernode = {"container": "fd-supernode-1", "container_id": "ba9876543210", "service": "supernode"}
+    # The recorded ServerApp lines as the aggregator stores them.
+    store = [{**json.loads(text[text.index("{"):]), **serverapp} for text in serverapp_lines().splitlines()]
+    # A forged line, in its container's file (provenance replaced), and the aggregator's note in runs/.
+    as_stored = [{**e, **supernode} for e in FORGED]
+    notes = [{"timestamp": e["timestamp"], "level": "warning", "event": "untrusted_run_event", "logger": "rsyslogd",
+              "run_id": RUN_ID, "untrusted_event": e["event"], "trusted_service": "serverapp", **supernode,
+              "line": e} for e in FORGED]
+    (tmp_path / "container.jsonl").write_text("".join(json.dumps(e) + "\n" for e in as_stored))
+    (tmp_path / "run.jsonl").write_text("".join(json.dumps(e) + "\n" for e in notes + store))
+    result = report(str(tmp_path / "container.jsonl"), str(tmp_path / "run.jsonl"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == recorded_table()
+    assert "ignored 3 run events not from the serverapp service" in result.stderr  # not 6
+    assert "3 from fd-supernode-1 (supernode)" in result.stderr
+    notes_only = report(str(tmp_path / "run.jsonl"))  # what `make report` reads: runs/<run_id>.jsonl
+    assert notes_only.stdout == recorded_table() and "ignored 3 run events" in notes_only.stderr
+
+
+def test_lines_that_do_not_say_where_they_came_from_all_count():
+    # `docker compose logs --no-log-prefix serverapp`: the documented way, as before.
+    plain = [text[text.index("{"):] for text in serverapp_lines().splitlines()]
+    result = report(stdin="\n".join(plain))
+    assert result.returncode == 0 and result.stdout == recorded_table() and not result.stderr
+    lying = [json.dumps({k: v for k, v in e.items() if k not in ("container", "service")}) for e in FORGED]
+    result = report(stdin="\n".join(lying + plain))
+    assert "0.00" in result.stdout.split("round 1:")[1].split("round 2:")[0]  # nothing says they lie
+    assert result.stdout != recorded_table() and not result.stderr
+
+
+def test_the_simulations_serverapp_runs_in_the_superlink_service():
+    # docker/compose.simulation.yaml: the ServerApp and the virtual SuperNodes share `superlink`.
+    simulated = serverapp_lines().replace("serverapp-1  |", "superlink-1  |")
+    refused = report(stdin=simulated)
+    assert refused.returncode == 1 and "--serverapp-service superlink" in refused.stderr
+    assert "from superlink-1 (superlink)" in refused.stderr
+    result = report("--serverapp-service", "superlink", stdin=simulated)
+    assert result.returncode == 0 and result.stdout == recorded_table() and not result.stderr
