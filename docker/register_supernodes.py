@@ -29,6 +29,7 @@ from flwr.supercore.constant import NodeStatus
 from flwr.supercore.primitives.asymmetric import public_key_to_bytes
 
 from flowerdock_logging import get_logger
+from flowerdock_logging.streams import JsonLinesGuard
 from submit import prepare_flwr_home
 
 log = get_logger("app.register")
@@ -77,6 +78,8 @@ def sync(control, wanted: dict[bytes, str], revoked: dict[bytes, str]) -> int:
 
 
 def main() -> int:
+    # Flower's client says which SuperLink it uses in a line of text: a JSON line here.
+    sys.stdout = JsonLinesGuard(sys.stdout, "stdout")
     prepare_flwr_home()
     wanted = public_keys(Path(os.getenv("KEYS_DIR", "/certs/server/supernodes")))
     revoked = public_keys(Path(os.getenv("REVOKED_DIR", "/certs/server/revoked")))

@@ -117,6 +117,7 @@ def test_the_gateway_writes_each_line_whole(monkeypatch):
     """nginx shares the gateway's stdout: a line and its newline must leave in one write."""
     import importlib.util
 
+    monkeypatch.syspath_prepend(str(ROOT / "docker" / "gateway"))  # its settings.py lies beside it in the image
     spec = importlib.util.spec_from_file_location("gateway_entrypoint", ROOT / "docker" / "gateway" / "entrypoint.py")
     gateway = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gateway)

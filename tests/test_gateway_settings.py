@@ -1,0 +1,46 @@
+"""The gateway's settings (docker/gateway/settings.py): defaults, checks, and the nginx.conf they make."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "docker" / "gateway"))
+import settings  # noqa: E402 - beside the gateway's entrypoint in the image
+
+TEMPLATE = ROOT / "docker" / "gateway" / "nginx.conf.template"
+
+
+def test_the_defaults_fill_every_setting_of_the_template():
+    conf = settings.render(TEMPLATE, settings.settings({}))
+    assert "${" not in conf
+    assert "client_max_body_size 8m;" in conf and "client_max_body_size 16m;" in conf
+    assert "rate=50r/s" in conf and "limit_conn fleet_uploads 64;" in conf
+    assert re.search(r"geo \$client_allowed \{\s+default 1;\s+\}", conf)  # no allow-list: everyone
+
+
+def test_settings_from_the_environment_and_the_allow_list():
+    values = settings.settings({"FLEET_MAX_BODY": "12m", "FLEET_RATE_PER_CLIENT": "600r/m",
+                                "ALLOWED_CLIENTS": " 203.0.113.7, 198.51.100.0/24  2001:db8::/32", "BODY_TIMEOUT": ""})
+    conf = settings.render(TEMPLATE, values)
+    assert "client_max_body_size 12m;" in conf and "rate=600r/m" in conf and "client_body_timeout 10s;" in conf
+    assert re.search(r"default 0;\s+203\.0\.113\.7/32 1;\s+198\.51\.100\.0/24 1;\s+2001:db8::/32 1;", conf)
+
+
+@pytest.mark.parametrize(("environ", "error"), [
+    ({"FLEET_MAX_BODY": "4m"}, "FLEET_MAX_BODY=4m is too small: a SuperNode sends model chunks of up to 5 MiB"),
+    ({"CONTROL_MAX_BODY": "5m"}, "CONTROL_MAX_BODY=5m is too small: `flwr run` sends FABs of up to 10 MB"),
+    ({"FLEET_MAX_BODY": "lots"}, "FLEET_MAX_BODY='lots' is not a size"),
+    ({"HEADER_TIMEOUT": "10 s"}, "HEADER_TIMEOUT='10 s' is not a duration"),
+    ({"FLEET_RATE_PER_CLIENT": "50"}, "FLEET_RATE_PER_CLIENT='50' is not a rate"),
+    ({"FLEET_CONNECTIONS_PER_CLIENT": "0"}, "FLEET_CONNECTIONS_PER_CLIENT='0' is not a whole number above 0"),
+    ({"GATEWAY_WORKERS": "many"}, "GATEWAY_WORKERS='many'"),
+    ({"ALLOWED_CLIENTS": "10.0.0.0/8, partner.example.org"}, "'partner.example.org', which is not an address"),
+])
+def test_a_setting_that_cannot_work_says_which_and_what_to_set(environ, error):
+    with pytest.raises(settings.SettingError, match=re.escape(error)):
+        settings.settings(environ)
