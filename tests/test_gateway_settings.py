@@ -20,7 +20,7 @@ def test_the_defaults_fill_every_setting_of_the_template():
     assert "${" not in conf
     assert "client_max_body_size 8m;" in conf and "client_max_body_size 16m;" in conf
     assert "rate=50r/s" in conf and "limit_conn fleet_uploads 64;" in conf
-    assert re.search(r"geo \$client_allowed \{\s+default 1;\s+\}", conf)  # no allow-list: everyone
+    assert re.search(r"geo \$client_allowed \{\s+default 1;\s+127\.0\.0\.0/8 1;[^\n]*\s+\}", conf)  # everyone
 
 
 def test_settings_from_the_environment_and_the_allow_list():
@@ -28,7 +28,7 @@ def test_settings_from_the_environment_and_the_allow_list():
                                 "ALLOWED_CLIENTS": " 203.0.113.7, 198.51.100.0/24  2001:db8::/32", "BODY_TIMEOUT": ""})
     conf = settings.render(TEMPLATE, values)
     assert "client_max_body_size 12m;" in conf and "rate=600r/m" in conf and "client_body_timeout 10s;" in conf
-    assert re.search(r"default 0;\s+203\.0\.113\.7/32 1;\s+198\.51\.100\.0/24 1;\s+2001:db8::/32 1;", conf)
+    assert re.search(r"default 0;\s+127\.0\.0\.0/8 1;[^\n]*\s+203\.0\.113\.7/32 1;\s+198\.51\.100\.0/24 1;\s+2001:db8::/32 1;", conf)
 
 
 @pytest.mark.parametrize(("environ", "error"), [
