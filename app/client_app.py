@@ -9,6 +9,7 @@ it for this node and round."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -40,6 +41,7 @@ def train(msg: Message, context: Context) -> Message:
     )
     if context.node_config.get("share-label-counts") is True:  # the site's operator opted in
         meta = dataclasses.replace(meta, label_counts=task.label_counts(trainset))
+    meta = dataclasses.replace(meta, **_ray_node())
     record_name, record = to_config_record(meta)
     log.info("local_train_done", run_id=context.run_id, examples=len(trainset), train_loss=loss,
              training_time=meta.training_time, converged=meta.converged)
@@ -59,7 +61,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     net = _received_model(msg, context)
     _, valset = _local_data(context)
     loss, accuracy, meta = task.evaluate(net, valset)
-    record_name, record = to_config_record(meta)
+    record_name, record = to_config_record(dataclasses.replace(meta, **_ray_node()))
     log.info("local_evaluate_done", run_id=context.run_id, examples=len(valset), eval_loss=loss, eval_acc=accuracy)
     content = RecordDict(
         {
@@ -68,6 +70,17 @@ def evaluate(msg: Message, context: Context) -> Message:
         }
     )
     return Message(content=content, reply_to=msg)
+
+
+def _ray_node() -> dict[str, str]:
+    """In Flower's simulation runtime, the Ray node this ClientApp runs on (the reply's
+    metadata carries it to the ServerApp's client_round line); elsewhere nothing, so a
+    deployment's replies stay as they were. Ray is never imported here: in a Ray worker
+    it is imported already."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return {}
+    return {"ray_node_id": ray.get_runtime_context().get_node_id(), "ray_node_ip": ray.util.get_node_ip_address()}
 
 
 def _received_model(msg: Message, context: Context):

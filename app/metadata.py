@@ -12,6 +12,12 @@ Version 2 adds `label_counts` to train metadata: privacy-sensitive, sent only wh
 site's operator opts in (node config `share-label-counts`). Without it, metadata is
 still written as version 1, byte for byte, so v1-only servers keep reading those sites.
 
+Version 3 adds `ray_node_id` and `ray_node_ip` to both kinds: which Ray node ran the
+ClientApp, written only in Flower's simulation runtime (Ray), where server and clients
+are one run's code. A deployment's replies carry neither and stay version 1 or 2, byte
+for byte. In version 3, `label_counts` is optional: a version-3 reply holds it only
+when the site opted in.
+
 Public API: `encode(meta) -> bytes`, `decode(data, kind) -> meta`, `MetadataError`,
 and `to_config_record` / `from_content` for carrying it in a Message.
 """
@@ -19,6 +25,7 @@ and `to_config_record` / `from_content` for carrying it in a Message.
 from __future__ import annotations
 
 import io
+import ipaddress
 import re
 import threading
 from dataclasses import dataclass, fields
@@ -33,7 +40,7 @@ __all__ = ["EvaluateProcessMetadata", "MetadataError", "SCHEMA_VERSION", "TrainP
 
 # The newest version written. When a field changes, bump this, keep a reader for
 # every older version in `_READERS`, and old clients keep working.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Limits. A legitimate payload is a few hundred bytes; these leave ample room
 # while bounding the work an attacker can cause.
@@ -44,6 +51,8 @@ MAX_LABELS = 1_000  # entries in label_counts
 MAX_LABEL_COUNT = 10**9  # examples of one label at one site
 MAX_KEY_CHARS = 64
 MAX_SECONDS = 7 * 24 * 3600.0  # a week: longer than any round timeout
+MAX_RAY_NODE_ID_CHARS = 64  # Ray's node IDs: 28 bytes, 56 hex digits
+RAY_NODE_ID = re.compile(rf"[0-9a-f]{{1,{MAX_RAY_NODE_ID_CHARS}}}")
 
 
 class MetadataError(ValueError):
@@ -59,6 +68,9 @@ class TrainProcessMetadata:
     training_losses: dict[str, float]  # e.g. {"epoch_1": 0.56, "epoch_2": 0.34}
     # Training examples per label name, e.g. {"0": 512, "malignant": 40}: opt-in, else None. Set: version 2.
     label_counts: dict[str, int] | None = None
+    # The Ray node that ran the ClientApp (simulation runtime only), else None. Set: version 3.
+    ray_node_id: str | None = None
+    ray_node_ip: str | None = None
 
     KIND = "train"
 
@@ -66,6 +78,7 @@ class TrainProcessMetadata:
         _check_train(self.training_time, self.converged, self.training_losses)
         if self.label_counts is not None:
             _check_label_counts(self.label_counts)
+        _check_ray_node(self.ray_node_id, self.ray_node_ip, optional=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +86,15 @@ class EvaluateProcessMetadata:
     """How a ClientApp's local evaluation went."""
 
     evaluation_time: float  # seconds
+    # The Ray node that ran the ClientApp (simulation runtime only), else None. Set: version 3.
+    ray_node_id: str | None = None
+    ray_node_ip: str | None = None
 
     KIND = "evaluate"
 
     def __post_init__(self) -> None:
         _check_seconds("evaluation_time", self.evaluation_time)
+        _check_ray_node(self.ray_node_id, self.ray_node_ip, optional=True)
 
 
 Metadata = TrainProcessMetadata | EvaluateProcessMetadata
@@ -91,7 +108,9 @@ def encode(meta: Metadata) -> bytes:
     """Serialise metadata to CBOR, deterministically: canonical key order, 64-bit floats."""
     # Keys in canonical order by hand (shorter first): cbor2's canonical=True sorts slowly.
     # The oldest version that holds the object: without label_counts that is version 1.
-    if isinstance(meta, TrainProcessMetadata) and meta.label_counts is None:
+    if isinstance(meta, (TrainProcessMetadata, EvaluateProcessMetadata)) and meta.ray_node_id is not None:
+        payload = _payload_v3(meta)
+    elif isinstance(meta, TrainProcessMetadata) and meta.label_counts is None:
         payload = {"kind": meta.KIND, "version": 1, "converged": meta.converged,
                    "training_time": meta.training_time, "training_losses": _canonical(meta.training_losses)}
     elif isinstance(meta, TrainProcessMetadata):
@@ -106,6 +125,15 @@ def encode(meta: Metadata) -> bytes:
     if len(data) > MAX_PAYLOAD_BYTES:
         raise MetadataError(f"encoded metadata is {len(data)} bytes, over the {MAX_PAYLOAD_BYTES}-byte cap")
     return data
+
+
+def _payload_v3(meta: Metadata) -> dict[str, Any]:
+    ray = {"ray_node_id": meta.ray_node_id, "ray_node_ip": meta.ray_node_ip}  # 11 characters: before label_counts
+    if isinstance(meta, EvaluateProcessMetadata):
+        return {"kind": meta.KIND, "version": 3, **ray, "evaluation_time": meta.evaluation_time}
+    counts = {} if meta.label_counts is None else {"label_counts": _canonical(meta.label_counts)}
+    return {"kind": meta.KIND, "version": 3, "converged": meta.converged, **ray, **counts,
+            "training_time": meta.training_time, "training_losses": _canonical(meta.training_losses)}
 
 
 def _canonical(entries: dict[str, V]) -> dict[str, V]:
@@ -204,7 +232,8 @@ def _cbor_type(value: Any) -> str:
 
 # --- Schema ---------------------------------------------------------------------
 
-_V1_KEYS = {kind: frozenset({"version", "kind", *(f.name for f in fields(kind))}) - {"label_counts"}
+_LATER_KEYS = {"label_counts", "ray_node_id", "ray_node_ip"}  # fields added by versions 2 and 3
+_V1_KEYS = {kind: frozenset({"version", "kind", *(f.name for f in fields(kind))}) - _LATER_KEYS
             for kind in RECORD_NAMES}
 # Version 2 requires label_counts in train. Evaluate did not change: a version-2 evaluate
 # payload (none is written yet) is read like version 1, as a version names the whole schema.
@@ -212,10 +241,11 @@ _V2_KEYS = _V1_KEYS | {TrainProcessMetadata: _V1_KEYS[TrainProcessMetadata] | {"
 _new, _set = object.__new__, object.__setattr__
 
 
-def _read(payload: dict[Any, Any], kind: type[M], keys: dict[type, frozenset[str]], build: dict[type, Any]) -> M:
+def _read(payload: dict[Any, Any], kind: type[M], keys: dict[type, frozenset[str]], build: dict[type, Any],
+          optional: frozenset[str] = frozenset()) -> M:
     if payload.get("kind") != kind.KIND:
         raise MetadataError(f"expected kind '{kind.KIND}', got {payload.get('kind')!r}")
-    if payload.keys() != (expected := keys[kind]):
+    if payload.keys() != (expected := keys[kind] | (optional & payload.keys())):
         unknown, missing = sorted(str(k) for k in payload.keys() - expected), sorted(expected - payload.keys())
         raise MetadataError(f"unknown field(s): {', '.join(unknown)}" if unknown else
                             f"missing field(s): {', '.join(missing)}")
@@ -223,7 +253,8 @@ def _read(payload: dict[Any, Any], kind: type[M], keys: dict[type, frozenset[str
 
 
 # Checked once, here, then built without __init__: its __post_init__ would check again.
-def _train(payload: dict[str, Any], label_counts: dict[str, int] | None) -> TrainProcessMetadata:
+def _train(payload: dict[str, Any], label_counts: dict[str, int] | None,
+           ray_node: tuple[str | None, str | None] = (None, None)) -> TrainProcessMetadata:
     seconds, converged, losses = payload["training_time"], payload["converged"], payload["training_losses"]
     _check_train(seconds, converged, losses, from_cbor=True)
     meta = _new(TrainProcessMetadata)
@@ -231,15 +262,32 @@ def _train(payload: dict[str, Any], label_counts: dict[str, int] | None) -> Trai
     _set(meta, "converged", converged)
     _set(meta, "training_losses", losses)
     _set(meta, "label_counts", label_counts)
+    _set(meta, "ray_node_id", ray_node[0])
+    _set(meta, "ray_node_ip", ray_node[1])
     return meta
+
+
+def _ray_node(payload: dict[str, Any]) -> tuple[str, str]:
+    return _check_ray_node(payload["ray_node_id"], payload["ray_node_ip"])
 
 
 _BUILD_V1 = {TrainProcessMetadata: lambda payload: _train(payload, None),
              EvaluateProcessMetadata: lambda payload: EvaluateProcessMetadata(payload["evaluation_time"])}
 _BUILD_V2 = _BUILD_V1 | {
     TrainProcessMetadata: lambda payload: _train(payload, _check_label_counts(payload["label_counts"]))}
+# Version 3: both kinds gain the Ray node; label_counts (train) becomes optional.
+_V3_KEYS = {kind: keys | {"ray_node_id", "ray_node_ip"} for kind, keys in _V1_KEYS.items()}
+_V3_OPTIONAL = frozenset({"label_counts"})  # only a train payload's: evaluate's keys do not include it
+_BUILD_V3 = {
+    TrainProcessMetadata: lambda payload: _train(
+        payload, _check_label_counts(payload["label_counts"]) if "label_counts" in payload else None,
+        _ray_node(payload)),
+    EvaluateProcessMetadata: lambda payload: EvaluateProcessMetadata(payload["evaluation_time"],
+                                                                     *_ray_node(payload))}
 _READERS = {1: lambda payload, kind: _read(payload, kind, _V1_KEYS, _BUILD_V1),
-            2: lambda payload, kind: _read(payload, kind, _V2_KEYS, _BUILD_V2)}
+            2: lambda payload, kind: _read(payload, kind, _V2_KEYS, _BUILD_V2),
+            3: lambda payload, kind: _read(payload, kind, _V3_KEYS, _BUILD_V3,
+                                           _V3_OPTIONAL if kind is TrainProcessMetadata else frozenset())}
 
 
 def _check_train(training_time: Any, converged: Any, training_losses: Any, from_cbor: bool = False) -> None:
@@ -319,6 +367,26 @@ def _check_label_counts(counts: Any) -> dict[str, int]:
             shown = count if type(count) is int and count.bit_length() <= 64 else _cbor_type(count)
             raise MetadataError(f"label_counts[{key!r}] must be an integer from 0 to {MAX_LABEL_COUNT}, got {shown}")
     return counts
+
+
+def _check_ray_node(node_id: Any, node_ip: Any, optional: bool = False) -> tuple[str, str]:
+    """A Ray node ID (lowercase hex) and its IP address, both or (where optional) neither."""
+    if optional and node_id is None and node_ip is None:
+        return node_id, node_ip
+    if type(node_id) is not str or not RAY_NODE_ID.fullmatch(node_id):
+        raise MetadataError(f"ray_node_id must be 1-{MAX_RAY_NODE_ID_CHARS} lowercase hex digits, "
+                            f"got {_shown(node_id)}")
+    try:
+        if type(node_ip) is not str or len(node_ip) > 45:  # the longest IPv6 text form
+            raise ValueError
+        ipaddress.ip_address(node_ip)
+    except ValueError:
+        raise MetadataError(f"ray_node_ip must be an IPv4 or IPv6 address, got {_shown(node_ip)}") from None
+    return node_id, node_ip
+
+
+def _shown(value: Any) -> str:
+    return f"{value!r:.80}" if type(value) is str else _cbor_type(value)
 
 
 # --- Carrying it in a Message ---------------------------------------------------------

@@ -26,6 +26,10 @@ log = get_logger("app.strategy")
 TRAIN, EVALUATE = "train", "evaluate"
 
 SITE_DATA_ERROR = "SiteDataError'>"  # app/site_data.py: the site's own data cannot be used
+# Flower's simulation runtime (Ray) replies with the Ray error's class when the actor that
+# runs a virtual SuperNode's ClientApp is gone (its Ray node lost) or not reachable now.
+RAY_ACTOR_ERRORS = {"<class 'ray.exceptions.ActorDiedError'>": "ray_actor_died",
+                    "<class 'ray.exceptions.ActorUnavailableError'>": "ray_actor_unavailable"}
 
 # Flower's error codes, as the `reason` of a failed or missing reply.
 _ERROR_REASONS = {
@@ -56,6 +60,9 @@ class Outcome:
         # Flower's reason names the exception's class: "<class '...SiteDataError'>:<'message'>".
         if reply.error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION and SITE_DATA_ERROR in (reply.error.reason or ""):
             reason = "site_data_invalid"
+        for prefix, ray_reason in RAY_ACTOR_ERRORS.items():
+            if (reply.error.reason or "").startswith(prefix):
+                reason = ray_reason
         return cls(reply, status, reason=reason, error=f"code {reply.error.code}: {bounded(reply.error.reason, 500)}")
 
     @property

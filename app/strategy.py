@@ -117,6 +117,7 @@ class ScreenedStrategy:
             log_round_skipped(self.run_id, server_round, TRAIN, "round_failed",
                               f"{type(exc).__name__}: {bounded(str(exc), 500)}")
         self._summarize(server_round, TRAIN, outcomes, metrics)
+        _stop_if_a_ray_actor_died(server_round, TRAIN, outcomes)
         return arrays, metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
@@ -131,6 +132,7 @@ class ScreenedStrategy:
             log_round_skipped(self.run_id, server_round, EVALUATE, "round_failed",
                               f"{type(exc).__name__}: {bounded(str(exc), 500)}")
         self._summarize(server_round, EVALUATE, outcomes, metrics)
+        _stop_if_a_ray_actor_died(server_round, EVALUATE, outcomes)
         return metrics
 
     def _screen(self, server_round: int, phase: str, replies: Iterable[Message]) -> list[Outcome]:
@@ -191,6 +193,19 @@ def _reject_outliers(outcomes: list[Outcome], factor: float) -> None:
         if outcome.screened.update_distance > factor * median:
             outcome.reject("outlier_update", f"update distance {outcome.screened.update_distance:.4g} is over "
                                              f"{factor:g} x the round's median {median:.4g}")
+
+
+def _stop_if_a_ray_actor_died(server_round: int, phase: str, outcomes: list[Outcome]) -> None:
+    """A Ray node lost mid-run (simulation runtime only): Flower 1.42's actor pool keeps the
+    dead actor and hands it a share of every later round's clients, each failing at once
+    (flwr/simulation/ray_transport/ray_actor.py, BasicActorPool). The rounds that follow
+    would look complete and be mostly failures: the run stops here instead, saying why."""
+    died = [o for o in outcomes if o.reason == "ray_actor_died"]
+    if died:
+        raise RunFailed(f"round {server_round} ({phase}): the Ray actor running {len(died)} ClientApp(s) died, "
+                        f"so its Ray node was lost ({bounded(died[0].error, 300)}). Flower's simulation keeps a "
+                        "dead actor in its pool and would send it a share of every later round: submit the run "
+                        "again, and it runs on the Ray workers that remain (docs/ray.md)")
 
 
 def _check_finite(arrays: ArrayRecord, server_round: int) -> None:

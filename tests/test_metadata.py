@@ -382,7 +382,7 @@ def test_label_counts_round_trip(training_losses, label_counts):
     meta = TrainProcessMetadata(3.0, True, training_losses, label_counts)
     data = encode(meta)
     assert decode(data) == meta and decode(data).label_counts == label_counts
-    assert cbor2.loads(data)["version"] == 2 == SCHEMA_VERSION
+    assert cbor2.loads(data)["version"] == 2  # the newest, SCHEMA_VERSION, is written only with a Ray node
 
 
 def test_without_label_counts_the_bytes_are_version_1_as_before():
@@ -506,3 +506,123 @@ def test_a_version_2_payload_is_still_checked_like_version_1():
         decode(cbor2.dumps(payload_v2(training_losses={"e": math.nan})))
     with pytest.raises(MetadataError, match="expected kind 'train'"):
         decode(cbor2.dumps(payload_v2(kind="evaluate")))
+
+
+# --- the Ray node: schema version 3 (simulation runtime only) -------------------------------
+
+NODE_ID = "3c5a9d0e8f1b2a4c6d7e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e"  # Ray's: 56 hex digits
+RAY = {"ray_node_id": NODE_ID, "ray_node_ip": "10.213.47.5"}
+
+
+def payload_v3(**overrides):
+    return payload(**{"version": 3} | RAY | overrides)
+
+
+ips = st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)).map(str)
+node_ids = st.text("0123456789abcdef", min_size=1, max_size=64)
+
+
+@given(losses, node_ids, ips, st.one_of(st.none(), counts))
+def test_train_metadata_with_a_ray_node_round_trips(training_losses, node_id, ip, label_counts):
+    meta = TrainProcessMetadata(3.0, True, training_losses, label_counts, ray_node_id=node_id, ray_node_ip=ip)
+    data = encode(meta)
+    assert decode(data) == meta
+    assert cbor2.loads(data)["version"] == 3 == SCHEMA_VERSION
+    assert ("label_counts" in cbor2.loads(data)) is (label_counts is not None)  # still opt-in
+
+
+@given(node_ids, ips)
+def test_evaluate_metadata_with_a_ray_node_round_trips(node_id, ip):
+    meta = EvaluateProcessMetadata(2.0, ray_node_id=node_id, ray_node_ip=ip)
+    assert decode(encode(meta), EvaluateProcessMetadata) == meta
+
+
+def test_a_ray_node_is_written_in_canonical_order():
+    top = cbor2.loads(encode(TrainProcessMetadata(1.0, True, {"epoch_1": 0.5}, {"0": 1}, **RAY)))
+    assert list(top) == sorted(top, key=lambda k: (len(k.encode()), k.encode()))
+    top = cbor2.loads(encode(EvaluateProcessMetadata(2.0, **RAY)))
+    assert list(top) == ["kind", "version", "ray_node_id", "ray_node_ip", "evaluation_time"]
+
+
+def test_without_a_ray_node_a_reply_is_as_before_version_3():
+    # A deployment never sets it: its replies are byte for byte what versions 1 and 2 wrote.
+    assert cbor2.loads(encode(GOOD))["version"] == 1
+    assert cbor2.loads(encode(TrainProcessMetadata(1.0, True, {}, {"0": 1})))["version"] == 2
+    assert cbor2.loads(encode(EvaluateProcessMetadata(2.0)))["version"] == 1
+    assert decode(encode(GOOD)).ray_node_id is None
+
+
+def test_a_version_2_only_reader_refuses_version_3_and_reads_the_rest(monkeypatch):
+    monkeypatch.setattr(app.metadata, "_READERS", {v: app.metadata._READERS[v] for v in (1, 2)})
+    with pytest.raises(MetadataError, match=r"unsupported schema version 3 \(this reader knows 1, 2\)"):
+        decode(encode(TrainProcessMetadata(1.0, True, {}, **RAY)))
+    assert decode(encode(GOOD)) == GOOD
+
+
+BAD_RAY_NODES = [
+    ({"ray_node_id": NODE_ID.upper()}, r"ray_node_id must be 1-64 lowercase hex digits, got '3C5A"),
+    ({"ray_node_id": ""}, r"ray_node_id must be 1-64 lowercase hex digits, got ''"),
+    ({"ray_node_id": "a" * 65}, r"ray_node_id must be 1-64 lowercase hex digits"),
+    ({"ray_node_id": "node-1"}, r"ray_node_id must be .* got 'node-1'"),
+    ({"ray_node_id": NODE_ID + "\n"}, r"ray_node_id must be"),
+    ({"ray_node_id": b"\x3c\x5a"}, r"ray_node_id must be .* got byte string"),
+    ({"ray_node_id": 5}, r"ray_node_id must be .* got integer"),
+    ({"ray_node_id": None}, r"ray_node_id must be .* got null"),
+    ({"ray_node_ip": "999.1.1.1"}, r"ray_node_ip must be an IPv4 or IPv6 address, got '999.1.1.1'"),
+    ({"ray_node_ip": "ray-worker-1"}, r"ray_node_ip must be an IPv4 or IPv6 address"),
+    ({"ray_node_ip": "10.0.0.1 "}, r"ray_node_ip must be an IPv4 or IPv6 address"),
+    ({"ray_node_ip": "1" * 46}, r"ray_node_ip must be an IPv4 or IPv6 address"),
+    ({"ray_node_ip": b"\n\x00\x00\x01"}, r"ray_node_ip must be an IPv4 or IPv6 address, got byte string"),
+    ({"ray_node_ip": 167772161}, r"ray_node_ip must be an IPv4 or IPv6 address, got integer"),
+    ({"ray_node_ip": ["10.0.0.1"]}, r"ray_node_ip must be an IPv4 or IPv6 address, got array"),
+]
+
+
+@pytest.mark.parametrize(("fields", "reason"), BAD_RAY_NODES)
+def test_bad_ray_nodes_are_refused_in_payloads(fields, reason):
+    with pytest.raises(MetadataError, match=reason):
+        decode(cbor2.dumps(payload_v3(**fields)))
+    with pytest.raises(MetadataError, match=reason):
+        decode(cbor2.dumps({"kind": "evaluate", "version": 3, "evaluation_time": 1.0} | RAY | fields),
+               EvaluateProcessMetadata)
+
+
+@pytest.mark.parametrize(("fields", "reason"), [c for c in BAD_RAY_NODES if None not in c[0].values()])
+def test_bad_ray_nodes_are_refused_by_the_constructor(fields, reason):
+    with pytest.raises(MetadataError, match=reason):
+        TrainProcessMetadata(1.0, True, {}, **(RAY | fields))
+    with pytest.raises(MetadataError, match=reason):
+        EvaluateProcessMetadata(1.0, **(RAY | fields))
+
+
+def test_a_ray_node_is_both_fields_or_neither():
+    with pytest.raises(MetadataError, match="ray_node_ip must be"):
+        TrainProcessMetadata(1.0, True, {}, ray_node_id=NODE_ID)
+    with pytest.raises(MetadataError, match="ray_node_id must be"):
+        EvaluateProcessMetadata(1.0, ray_node_ip="10.0.0.1")
+    with pytest.raises(MetadataError, match=r"^missing field\(s\): ray_node_ip$"):
+        decode(cbor2.dumps(payload_v3(ray_node_ip=DROP)))
+
+
+def test_version_3_requires_the_ray_node_and_earlier_versions_refuse_it():
+    with pytest.raises(MetadataError, match=r"^missing field\(s\): ray_node_id, ray_node_ip$"):
+        decode(cbor2.dumps(payload_v3(ray_node_id=DROP, ray_node_ip=DROP)))
+    with pytest.raises(MetadataError, match=r"^unknown field\(s\): ray_node_id, ray_node_ip$"):
+        decode(cbor2.dumps(payload(**RAY)))
+    with pytest.raises(MetadataError, match=r"^unknown field\(s\): ray_node_id, ray_node_ip$"):
+        decode(cbor2.dumps(payload_v2(**RAY)))
+    with pytest.raises(MetadataError, match="unknown field.*: label_counts"):  # evaluate never had it
+        decode(cbor2.dumps({"kind": "evaluate", "version": 3, "evaluation_time": 1.0, "label_counts": {}} | RAY),
+               EvaluateProcessMetadata)
+    with pytest.raises(MetadataError, match="unknown field.*: extra"):
+        decode(cbor2.dumps(payload_v3(extra=1)))
+
+
+def test_a_version_3_payload_is_still_checked_like_the_others():
+    assert decode(cbor2.dumps(payload_v3(label_counts={"0": 3}))).label_counts == {"0": 3}
+    for bad, reason in [({"training_losses": {"e": math.nan}}, "finite"), ({"kind": "evaluate"}, "expected kind"),
+                        ({"label_counts": {"0": -1}}, r"label_counts\['0'\] must be an integer"),
+                        ({"ray_node_id": cbor2.CBORTag(2, b"\x01")}, r"CBOR tag 2 is not allowed"),
+                        ({"ray_node_ip": {"a": {"b": {"c": 1}}}}, "depth")]:
+        with pytest.raises(MetadataError, match=reason):
+            decode(cbor2.dumps(payload_v3(**bad)))

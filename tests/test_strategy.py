@@ -270,3 +270,43 @@ def test_label_counts_are_logged_only_for_a_site_that_sent_them(capsys):
     lines = lines_by_node(capsys.readouterr().out)
     assert lines[1]["label_counts"] == {"0": 12, "7": 30}
     assert "label_counts" not in lines[2]
+
+
+# --- Flower's simulation runtime on a Ray cluster (docs/ray.md) ------------------------------
+
+RAY_NODE = {"ray_node_id": "3c5a9d0e8f1b2a4c6d7e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e", "ray_node_ip": "10.213.47.5"}
+ACTOR_DIED = ("<class 'ray.exceptions.ActorDiedError'>:<'The actor died unexpectedly before finishing this task."
+              "\n\tclass_name: ClientAppActor\n\tip: 10.213.47.5'>")
+ACTOR_UNAVAILABLE = ("<class 'ray.exceptions.ActorUnavailableError'>:<'The actor 3adb55 is unavailable: "
+                     "The actor is temporarily unavailable: RpcError'>")
+
+
+def test_the_ray_node_that_ran_a_clientapp_is_in_its_line(capsys):
+    strategy = started(make(), nodes=(1, 2))
+    on_ray = TrainProcessMetadata(1.0, True, {"epoch_1": 0.5}, **RAY_NODE)
+    strategy.aggregate_train(1, [train_reply(1, value=1.0, meta=on_ray), train_reply(2, value=2.0)])
+    lines = lines_by_node(capsys.readouterr().out)
+    assert {k: lines[1][k] for k in RAY_NODE} == RAY_NODE and lines[1]["status"] == "ok"
+    assert "ray_node_id" not in lines[2] and "ray_node_ip" not in lines[2]  # a deployment's line is as before
+
+
+def test_an_unreachable_ray_actor_fails_its_reply_only(capsys):
+    strategy = started(make(), nodes=(1, 2))
+    strategy.aggregate_train(1, [train_reply(1, value=1.0), error_reply(2, code=0, reason=ACTOR_UNAVAILABLE)])
+    lines = lines_by_node(capsys.readouterr().out)
+    assert (lines[2]["status"], lines[2]["reason"]) == ("failed", "ray_actor_unavailable")
+
+
+@pytest.mark.parametrize("phase", ["train", "evaluate"])
+def test_a_dead_ray_actor_stops_the_run_with_a_clear_reason(capsys, phase):
+    strategy = started(make(), phase, nodes=(1, 2))
+    aggregate = strategy.aggregate_train if phase == "train" else strategy.aggregate_evaluate
+    ok = train_reply(1, value=1.0) if phase == "train" else Message(content=RecordDict({
+        "metrics": MetricRecord({"eval_loss": 0.5, "eval_acc": 0.5, "num-examples": 10}),
+        **dict([to_config_record(EvaluateProcessMetadata(0.1))])}), reply_to=instruction(1, "evaluate"))
+    with pytest.raises(RunFailed, match=rf"round 4 \({phase}\): the Ray actor running 1 ClientApp\(s\) died.*"
+                                        r"10\.213\.47\.5.*runs on the Ray workers that remain"):
+        aggregate(4, [ok, error_reply(2, phase, code=0, reason=ACTOR_DIED)])
+    out = capsys.readouterr().out
+    assert (lines_by_node(out)[2]["status"], lines_by_node(out)[2]["reason"]) == ("failed", "ray_actor_died")
+    assert summary(out, phase)["failed"] == 1  # the round's lines come first, then the run stops
