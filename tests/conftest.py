@@ -111,3 +111,24 @@ def server_identity(run_id: int):
     configure_logging("json", "INFO")
     yield
     TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+@pytest.fixture(scope="session")
+def deployment(images, tmp_path_factory):
+    """One deployment across "machines" (tests/deployment.py) for every module that needs one."""
+    from tests.deployment import Deployment
+
+    d = Deployment(tmp_path_factory.mktemp("deployment"))
+    try:
+        d.start()
+        d.nodes_before = d.online_nodes()
+        yield d
+    finally:
+        d.down()
+
+
+@pytest.fixture
+def unaffected(deployment):
+    """Whatever a test tries, the federation keeps the same two SuperNodes online."""
+    yield
+    assert deployment.online_nodes() == deployment.nodes_before

@@ -3,7 +3,8 @@ sides as separate compose projects that share no Docker network. Clients reach t
 SuperLink only through its published port, under the name its certificate carries;
 runs are submitted with `flwr run` from the host through the Control API port.
 
-Then everything that must be refused is tried, each against the running
+The deployment is tests/deployment.py's, shared with the other modules that need
+one (the session fixture `deployment`, tests/conftest.py). Then everything that must be refused is tried, each against the running
 federation, which must not notice: plaintext, a foreign CA, an unregistered key,
 `flwr run` without the CA, a name the certificate does not carry, and the Control
 and Runtime APIs asked on the public port.
@@ -12,136 +13,16 @@ and Runtime APIs asked on the public port.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Project, free_port, sh
+from tests.conftest import sh
+from tests.deployment import APP, PUBLIC_NAME, ROUNDS, probe
 
 pytestmark = pytest.mark.docker
-
-PUBLIC_NAME = "superlink.flowerdock.test"  # in the certificate; tests/compose.host-gateway.yaml maps it
-ROUNDS = 2
-FLWR = str(Path(sys.executable).parent / "flwr")
-
-
-def make_certs(*args: str) -> None:
-    sh(sys.executable, "certs/make_certs.py", *args)
-
-
-class Deployment:
-    """The server project, and client projects that each run one SuperNode: on a partition
-    of the bundled digits (supernode-1 and -2; supernode-3's key is never registered), or,
-    given `sites`, each on its own data folder (supernode-N on sites[N-1], all registered)."""
-
-    def __init__(self, tmp: Path, sites: list[Path] | None = None) -> None:
-        tag = uuid.uuid4().hex[:6]
-        self.certs, self.other_certs = tmp / "certs", tmp / "other-ca"
-        nodes = len(sites) if sites else 3
-        make_certs("init", "--out", str(self.certs), "--san", f"DNS:{PUBLIC_NAME}", "--nodes", str(nodes))
-        if not sites:  # supernode-3's key exists but is never registered with the SuperLink.
-            (self.certs / "server/supernodes/supernode-3.pub").unlink()
-        make_certs("init", "--out", str(self.other_certs), "--nodes", "1")  # another federation's CA
-
-        self.fleet_port, self.control_port = free_port(), free_port()
-        self.projects: list[Project] = []
-        self.server = Project(f"fd-server-{tag}", ["docker/compose.server.yaml"], {
-            "SERVER_CERTS_DIR": str(self.certs / "server"), "FLEET_PORT": str(self.fleet_port),
-            "CONTROL_PORT": str(self.control_port), "RESTART": "no"})
-        # The two SuperNodes keep compose's restart policy; the one-off probes do not restart.
-        if sites:
-            self.sites = [self.client(f"fd-site{n}-{tag}", f"supernode-{n}", partition=0, site=folder, restart=True)
-                          for n, folder in enumerate(sites, 1)]
-        self.clients = [self.client(f"fd-client{n}-{tag}", f"supernode-{n}", partition=n - 1, restart=True)
-                        for n in (1, 2)] if not sites else []
-        self.probe = self.client(f"fd-probe-{tag}", "supernode-1", partition=0)  # for one-off containers
-
-        self.flwr_home = tmp / "flwr-home"
-        self.flwr_home.mkdir()
-        (self.flwr_home / "config.toml").write_text(f"""
-[superlink]
-default = "remote"
-
-[superlink.remote]
-address = "localhost:{self.control_port}"
-root-certificates = "{self.certs / 'user/ca.crt'}"
-
-[superlink.remote-without-ca]
-address = "localhost:{self.control_port}"
-""")
-
-    def client(self, name: str, node: str, partition: int, certs: Path | None = None,
-               superlink: str | None = None, restart: bool = False, site: Path | None = None) -> Project:
-        files = ["tests/compose.host-gateway.yaml"]  # compose.client.yaml on this host
-        files += ["docker/compose.site-data.yaml"] if site else []
-        project = Project(name, files, {
-            "SUPERLINK": superlink or f"{PUBLIC_NAME}:{self.fleet_port}",
-            "NODE_CERTS_DIR": str((certs or self.certs) / node), "SITE_DATA": str(site or ""),
-            "PARTITION_ID": str(partition), "NUM_PARTITIONS": "2", "RESTART": "unless-stopped" if restart else "no"})
-        self.projects.append(project)
-        return project
-
-    def start(self) -> None:
-        self.server.compose("up", "-d", "--no-build", "--wait", "gateway", "serverapp", timeout=300)
-        self.server.compose("up", "--no-build", "--exit-code-from", "register-supernodes", "register-supernodes")
-        for client in self.clients:
-            client.compose("up", "-d", "--no-build", "--wait", timeout=300)
-        self.wait_for_online_nodes(len(self.clients))
-
-    def flwr(self, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-        return sh(FLWR, *args, env={"FLWR_HOME": str(self.flwr_home), "LOG_FORMAT": "console"},
-                  timeout=timeout, check=False)
-
-    def flwr_json(self, *args: str) -> dict:
-        out = self.flwr(*args, "--format", "json").stdout
-        return json.loads(out[out.index("{"):])
-
-    def online_nodes(self) -> set[str]:
-        nodes = self.flwr_json("supernode", "list", "remote")["nodes"]
-        return {n["node-id"] for n in nodes if n["status"] == "online"}
-
-    def wait_for_online_nodes(self, count: int) -> None:
-        for _ in range(60):
-            if len(self.online_nodes()) == count:
-                return
-            time.sleep(1)
-        pytest.fail(f"expected {count} online SuperNodes, got {self.online_nodes()}")
-
-    def run_refused_supernode(self, client: Project, *args: str) -> tuple[int, list[dict]]:
-        """Start a SuperNode that must be refused; return its exit status and log lines."""
-        result = client.compose("run", "--rm", "--no-deps", "supernode", *args, check=False, timeout=180)
-        lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-        return result.returncode, lines
-
-    def gateway_events(self, event: str) -> list[dict]:
-        return [e for e in self.server.logs("gateway") if e["event"] == event]
-
-    def down(self) -> None:
-        for project in (*self.projects, self.server):
-            project.down()
-
-
-@pytest.fixture(scope="module")
-def deployment(images, tmp_path_factory):
-    d = Deployment(tmp_path_factory.mktemp("deployment"))
-    try:
-        d.start()
-        d.nodes_before = d.online_nodes()
-        yield d
-    finally:
-        d.down()
-
-
-@pytest.fixture
-def unaffected(deployment):
-    """Whatever a test tries, the federation keeps the same two SuperNodes online."""
-    yield
-    assert deployment.online_nodes() == deployment.nodes_before
 
 
 def test_a_plaintext_supernode_is_refused(deployment, unaffected):
@@ -236,7 +117,7 @@ print("STATUS", c.getresponse().status)
 
 
 def test_a_run_from_the_host_completes_on_both_supernodes(deployment, unaffected):
-    result = deployment.flwr("run", ".", "remote", "--stream", "--run-config",
+    result = deployment.flwr("run", APP, "remote", "--stream", "--run-config",
                              f"num-server-rounds={ROUNDS} min-nodes=2 fraction-train=1.0 fraction-evaluate=1.0",
                              timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -256,7 +137,7 @@ def test_a_run_from_the_host_completes_on_both_supernodes(deployment, unaffected
 def test_a_100_mib_model_crosses_the_tls_gateway(deployment, unaffected):
     before = {r["run-id"] for r in deployment.flwr_json("ls", "remote")["runs"]}
     started = time.monotonic()
-    result = deployment.flwr("run", ".", "remote", "--stream", "--run-config",
+    result = deployment.flwr("run", APP, "remote", "--stream", "--run-config",
                              "num-server-rounds=1 min-nodes=2 fraction-train=1.0 fraction-evaluate=1.0 "
                              "extra-model-mb=100", timeout=900)
     took = time.monotonic() - started
@@ -332,7 +213,7 @@ def test_supernodes_come_back_after_the_superlink_and_gateway_restart_again_and_
 
     # Every SuperNode answers the next round.
     runs_before = {r["run-id"] for r in deployment.flwr_json("ls", "remote")["runs"]}
-    result = deployment.flwr("run", ".", "remote", "--stream", "--run-config",
+    result = deployment.flwr("run", APP, "remote", "--stream", "--run-config",
                              "num-server-rounds=1 min-nodes=2 expected-nodes=2 min-replies=2 "
                              "fraction-train=1.0 fraction-evaluate=1.0", timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -347,8 +228,24 @@ def test_supernodes_come_back_after_the_superlink_and_gateway_restart_again_and_
         assert sh("docker", "inspect", "-f", "{{.State.Status}}", container).stdout.strip() == "running"
 
 
-def probe(deployment: Deployment, code: str) -> str:
-    """Run Python in a container on a client's own network (not the server's)."""
-    out = deployment.probe.compose("run", "--rm", "--no-deps", "--entrypoint", "python3", "supernode",
-                                   "-c", code, timeout=120).stdout
-    return out.strip().splitlines()[-1]
+
+
+def test_each_server_and_client_container_reads_only_its_own_secrets(deployment, unaffected):
+    from tests.test_faults import process_users, readable_secrets
+
+    server = {service: deployment.server.containers(service)[0]
+              for service in ("superlink", "serverapp", "gateway", "app-registry")}
+    assert readable_secrets(server["superlink"], 49999) == ["/certs/server/superexec.secret",
+                                                            "/certs/server/superlink.key"]
+    assert readable_secrets(server["serverapp"], 49999) == ["/certs/server/superexec.secret"]
+    assert readable_secrets(server["gateway"], 49999) == ["/certs/server/superlink.key"]  # TLS, not the secret
+    assert readable_secrets(server["app-registry"], 49999) == []
+    for client in deployment.clients:
+        [container] = client.containers("supernode")
+        assert process_users(container)["python3 flower-supernode"] == 49998
+        assert readable_secrets(container, 49998) == ["/certs/supernode.key"]
+        assert readable_secrets(container, 49999) == []  # ClientApps
+        assert readable_secrets(container, 0) == []
+    for container in (*server.values(), *(c.containers("supernode")[0] for c in deployment.clients)):
+        mounts = json.loads(sh("docker", "inspect", "-f", "{{json .Mounts}}", container).stdout)
+        assert not any("ca" in (Path(m["Source"]).name, Path(m["Source"]).parent.name) for m in mounts), mounts

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import Project, sh
-from tests.test_deployment import Deployment
+from tests.deployment import APP, Deployment
 
 pytestmark = pytest.mark.docker
 
@@ -80,7 +80,7 @@ def digits_sample(folder) -> tuple[np.ndarray, np.ndarray]:
 def run(d: Deployment, run_config: str) -> tuple[dict, list[dict]]:
     """Submit a run from the host; return it and its ServerApp lines."""
     before = {r["run-id"] for r in d.flwr_json("ls", "remote")["runs"]}
-    result = d.flwr("run", ".", "remote", "--stream", "--run-config", run_config, timeout=900)
+    result = d.flwr("run", APP, "remote", "--stream", "--run-config", run_config, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     [new] = [r for r in d.flwr_json("ls", "remote")["runs"] if r["run-id"] not in before]
     return new, [e for e in d.server.logs("serverapp") if e.get("run_id") == new["run-id"]]
