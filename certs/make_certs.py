@@ -14,6 +14,10 @@ uses the SuperLink image). Commands:
   node NAME                                       a new SuperNode key pair
   revoke NAME                                     move server/supernodes/NAME.pub to server/revoked/
                                                   (register-supernodes then unregisters it)
+  publisher                                       the key that signs apps (scripts/publish_app.py), and
+                                                  trusted-entities.yaml in every SuperNode folder: those
+                                                  SuperNodes then run signed apps only (docs/signed-apps.md)
+                                                  (register-supernodes then unregisters it)
   ray [NAME] --san IP:addr ... [--subnet CIDR]    a Ray node certificate (default NAME: ray) for
                                                   every address a Ray node of the simulation's
                                                   cluster is dialled at, and the cluster's token
@@ -56,7 +60,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 # Names the SuperLink is reached by on its own machine: the Compose service name
@@ -376,6 +380,17 @@ def refuse_foreign(store: Store, current: x509.Certificate, old: list[str], name
 def make_secret(store: Store) -> None:
     store.refuse_existing("server/superexec.secret")
     store.write("server/superexec.secret", secrets.token_hex(32).encode(), private=True)
+    revoked_folder(store)
+
+
+def revoked_folder(store: Store) -> None:
+    """server/revoked/, empty until a node is revoked: the server mounts it (register-supernodes)."""
+    folder = store.path("server/revoked")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, 0o755)
+    except OSError as exc:
+        raise store.failed(exc, "write", folder) from exc
 
 
 def make_node(store: Store, name: str) -> None:
@@ -394,6 +409,40 @@ def make_node(store: Store, name: str) -> None:
     store.write(f"{name}/supernode.pub", public)
     store.write(f"{name}/ca.crt", pem_cert(ca_cert))
     store.write(f"server/supernodes/{name}.pub", public)
+    revoked_folder(store)
+    if store.exists(TRUSTED_ENTITIES):  # a federation that runs signed apps only: this node too
+        store.write(f"{name}/trusted-entities.yaml", store.read(TRUSTED_ENTITIES))
+
+
+# --- The app publisher's key (docs/signed-apps.md) ------------------------------------
+
+TRUSTED_ENTITIES = "publisher/trusted-entities.yaml"
+
+
+def public_key_id(public: bytes) -> str:
+    """Flower's trusted-entities name a key by an ID of the publisher's choosing; this one is
+    derived from the key itself, so it changes when the key does."""
+    import hashlib
+
+    return "fpk_" + hashlib.sha256(public).hexdigest()[:32]
+
+
+def make_publisher(store: Store) -> str:
+    """publisher/publisher.key (Ed25519, OpenSSH: what Flower's FAB signatures use) and
+    trusted-entities.yaml (Flower's --trusted-entities format), also into every SuperNode folder."""
+    store.refuse_existing("publisher/publisher.key", hint=" A new key means every SuperNode's "
+                          "trusted-entities.yaml changes and every app must be signed again.")
+    key = ed25519.Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    key_id = public_key_id(public)
+    entities = f"# SuperNodes run only FABs signed by these keys (flower-supernode --trusted-entities)\n" \
+               f"{key_id}: \"{public.decode()} flowerdock-publisher\"\n".encode()
+    store.write("publisher/publisher.key", key.private_bytes(serialization.Encoding.PEM,
+                serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()), private=True, for_container=False)
+    store.write(TRUSTED_ENTITIES, entities)
+    for folder in sorted(p.parent.name for p in store.root.glob("*/supernode.key")):
+        store.write(f"{folder}/trusted-entities.yaml", entities)
+    return key_id
 
 
 def revoke_node(store: Store, name: str) -> None:
@@ -512,7 +561,7 @@ def instructions(store: Store, nodes: list[str], sans: list[str] | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["init", "ensure", "server", "node", "revoke", "show", "ray"])
+    parser.add_argument("command", choices=["init", "ensure", "server", "node", "revoke", "publisher", "show", "ray"])
     parser.add_argument("name", nargs="?", help="node name, for `node`, `revoke` and `ray`")
     parser.add_argument("--out", type=Path, default=Path(os.getenv("CERTS_OUT", Path(__file__).parent / "out")))
     parser.add_argument("--san", action="append", default=[],
@@ -552,6 +601,12 @@ def parse_owner(flag: str, value: str | None) -> tuple[int, int] | None:
 def run(args: argparse.Namespace, store: Store, sans: list[str]) -> int:
     if args.command == "show":
         return show(store)
+    if args.command == "publisher":
+        key_id = make_publisher(store)
+        say(f"Made {store.shown(store.path('publisher'))}/: publisher.key (keep it with the CA key: it decides "
+            f"what code every site runs) and trusted-entities.yaml ({key_id}), also in every SuperNode folder: "
+            "copy those to their machines; sign apps with scripts/publish_app.py")
+        return 0
     if args.command == "revoke":
         if not args.name:
             raise CertError("`revoke` needs a node name, e.g. `revoke supernode-2`")

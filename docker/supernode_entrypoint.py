@@ -25,7 +25,8 @@ CA and carries the name used, and the SuperLink speaks the same protocol. A
 setting that cannot work stops the container (exit 2) with a line saying what to fix.
 
 Arguments are passed on to flower-supernode; with `--insecure` (plaintext, for
-debugging only) no certificate or key is used.
+debugging only) no certificate or key is used. With trusted-entities.yaml in the
+node's folder (certs/make-certs.sh publisher), it runs signed apps only.
 
 Then it watches Flower. Flower 1.42's HTTP retry gives up for good on any error
 that mentions SSL/TLS (a SuperLink restarted mid-handshake, a certificate
@@ -100,8 +101,8 @@ def node_files(replica: int | None) -> tuple[Path, Path]:
             look(path)
         except OSError as exc:
             raise ConfigError(f"cannot read {what} {path} ({exc.strerror}): mount the folder that "
-                              "certs/make-certs.sh made for this node (ca.crt, supernode.key) there, "
-                              "readable by uid 49999") from exc
+                              "certs/make-certs.sh made for this node (ca.crt, supernode.key) there, as it "
+                              "made them (supernode.key belongs to uid 49998)") from exc
     return ca, key
 
 
@@ -165,8 +166,12 @@ def flower_arguments(args: list[str], replica: int | None) -> list[str]:
         return ["--superlink", address, *args]
     ca, key = node_files(replica)
     check_tls(address, ca)
+    # Signed apps only, once certs/make-certs.sh publisher put the publisher's key beside this
+    # node's (docs/signed-apps.md): Flower then refuses any FAB it cannot verify.
+    trusted = key.with_name("trusted-entities.yaml")
+    signed_only = ["--trusted-entities", str(trusted)] if trusted.is_file() else []
     return ["--superlink", address, "--root-certificates", str(ca),
-            "--auth-supernode-private-key", str(key), *args]
+            "--auth-supernode-private-key", str(key), *signed_only, *args]
 
 
 HEALTH_FILE = Path("/tmp/flowerdock-supernode.json")
@@ -234,6 +239,7 @@ def main() -> None:
         sys.exit(2)
     log.info("supernode_starting", **{key.replace("-", "_"): value for key, value in node_config.items()},
              superlink=os.environ["SUPERLINK"], tls="--insecure" not in arguments,
+             signed_apps_only="--trusted-entities" in arguments,
              daemon_uid=daemon if daemon is not None else os.getuid(), clientapp_uid=processes.CLIENTAPP_UID
              if processes.separated() else os.getuid())
     command = ["flower-supernode", "--isolation", "process", "--node-config", as_flower_node_config(node_config),
