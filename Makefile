@@ -20,7 +20,7 @@ export FLWR_DISABLE_UPDATE_CHECK := 1
 RAY_ADDRESS ?= local
 export RAY_ADDRESS
 
-.PHONY: install images federation federation-aggregated sites federation-sites simulation-docker report test test-fast simulation simulation-stop bench bench-round bench-model-size bench-simulation bench-faults bench-commands constraints clean
+.PHONY: install images federation federation-aggregated sites federation-sites simulation-docker simulation-ray ray-certs report test test-fast simulation simulation-stop bench bench-round bench-model-size bench-simulation bench-faults bench-commands bench-ray bench-superlink bench-gateway constraints clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -61,6 +61,23 @@ simulation-docker: images  ## Flower's simulation runtime in a container: SIM_NO
 	docker compose -f docker/compose.simulation.yaml up --no-build --exit-code-from submit submit; status=$$?; \
 	docker compose -f docker/compose.simulation.yaml stop; exit $$status
 
+# The simulation on a Ray cluster (docs/ray.md): a Ray head, RAY_WORKERS workers, the
+# simulation SuperLink joining them; Ray's TLS with a node certificate for every address
+# of the compose network RAY_SUBNET, issued here by the operator's CA (certs/out/ca,
+# made if missing; its key never enters a container). As root, or through the
+# SuperLink image, so that the key file belongs to the containers' uid.
+RAY_SUBNET ?= 10.213.47.0/26
+RAY_CERTS_DIR ?= $(CURDIR)/certs/out/ray
+export RAY_SUBNET RAY_CERTS_DIR
+MAKE_CERTS = $(if $(filter 0,$(shell id -u)),,CERTS_USE_DOCKER=1 )certs/make-certs.sh
+ray-certs: images  ## the Ray node certificate for RAY_SUBNET in certs/out/ray (kept if there)
+	@test -f certs/out/ca/ca.crt || $(MAKE_CERTS) init --nodes 0
+	@test -f $(RAY_CERTS_DIR)/ray.crt || $(MAKE_CERTS) ray --subnet $(RAY_SUBNET)
+
+RAY_COMPOSE := docker compose -f docker/compose.ray.yaml
+simulation-ray: images ray-certs  ## the simulation on a Ray cluster: RAY_WORKERS=2, SIM_NODES=1000, SIM_SAMPLED=25, SIM_ROUNDS=3
+	$(RAY_COMPOSE) up --no-build --exit-code-from submit submit; status=$$?; $(RAY_COMPOSE) stop; exit $$status
+
 test: install  ## every test, the Docker end-to-end ones included
 	$(BIN)/python -m pytest -v -rA --durations=15
 
@@ -94,6 +111,15 @@ bench-simulation: install images  ## the same simulation in a container and on t
 
 bench-faults: install images  ## a lost node's cost (compose), accuracy under attack per aggregator (simulation)
 	$(RECORD) $(BIN)/python scripts/bench_faults.py
+
+bench-ray: install images  ## the simulation on 1, 2, 4 Ray workers vs one container, 1,000 and 10,000 nodes
+	$(RECORD) $(BIN)/python scripts/bench_ray.py
+
+bench-superlink: install images  ## one SuperLink and N real SuperNode containers through the gateway: 10, 25, 50, as many as fit
+	$(RECORD) $(BIN)/python scripts/bench_superlink.py
+
+bench-gateway: install images  ## a federation run under flood: round time and memory, quiet vs attacked
+	$(RECORD) $(BIN)/python scripts/bench_gateway.py
 
 bench-commands: install images  ## the README's commands, timed from a fresh shell
 	$(RECORD) $(BIN)/python scripts/bench_commands.py

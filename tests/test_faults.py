@@ -263,6 +263,57 @@ def test_a_dead_fork_server_costs_speed_not_replies(three_nodes):
 # --- liars ------------------------------------------------------------------------------
 
 
+# --- who can read which secret ------------------------------------------------------
+
+PROBE = (ROOT / "tests/secrets_probe.py").read_text()
+
+
+def readable_secrets(container: str, uid: int | str) -> list[str]:
+    """The secrets a process of that uid can read inside the container (tests/secrets_probe.py)."""
+    return json.loads(sh("docker", "exec", "-i", "-u", str(uid), container, "python3", "-I", "-", input=PROBE).stdout)
+
+
+def process_users(container: str) -> dict[str, int]:
+    """program -> uid of each of the container's processes."""
+    out = sh("docker", "exec", container, "python3", "-I", "-c", """
+import os
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")
+        print(os.stat(f"/proc/{pid}").st_uid, *(a.decode().rsplit("/", 1)[-1] for a in argv[:2]))
+    except (FileNotFoundError, IndexError):
+        pass
+""").stdout
+    return {" ".join(line.split()[1:]): int(line.split()[0]) for line in out.splitlines()}
+
+
+def test_each_container_reads_only_its_own_secrets(three_nodes):
+    fed = three_nodes
+    [superlink], [serverapp] = fed.containers("superlink"), fed.containers("serverapp")
+    assert readable_secrets(superlink, 49999) == ["/certs/server/superexec.secret", "/certs/server/superlink.key"]
+    assert readable_secrets(serverapp, 49999) == ["/certs/server/superexec.secret"]  # runs what a run ships
+    for replica in (1, 2, 3):
+        container, daemon = fed.container(replica), 50000 + replica
+        users = process_users(container)
+        assert users["python3 flower-supernode"] == daemon  # Flower holds the key ...
+        assert users["python3 flower-superexec"] == 49999  # ... and starts the ClientApps as flwr
+        assert users["python3 clientapp_forkserver.py"] == 49999
+        assert readable_secrets(container, daemon) == [f"/certs/supernode-{replica}/supernode.key"]
+        assert readable_secrets(container, 49999) == []  # a ClientApp reads no key, its own node's neither
+        assert readable_secrets(container, 0) == []  # the entrypoint: root without the right to read
+    for service in ("submit", "register-supernodes"):  # the one-shots, as they run
+        out = fed.compose("run", "--rm", "--no-deps", "-T", "--entrypoint", "python3", service, "-I", "-",
+                          input=PROBE).stdout
+        assert json.loads(out.strip().splitlines()[-1]) == [], service
+    # The CA key: only in the volume that the certs one-shot alone mounts.
+    out = fed.compose("run", "--rm", "--no-deps", "-T", "--entrypoint", "python3", "certs", "-I", "-",
+                      input=PROBE).stdout
+    assert "/certs/ca/ca.key" in json.loads(out.strip().splitlines()[-1])
+    for container in (superlink, serverapp, *(fed.container(r) for r in (1, 2, 3))):
+        mounts = json.loads(sh("docker", "inspect", "-f", "{{json .Mounts}}", container).stdout)
+        assert not any(m.get("Name", "").endswith("_certs") for m in mounts), container  # not the CA's volume
+
+
 @pytest.fixture(scope="module")
 def five_nodes(images):
     yield from running(5)
@@ -339,3 +390,4 @@ def test_a_run_in_which_every_reply_is_bad_fails_loudly(five_nodes, rogue_app):
     assert "none of the 1 rounds aggregated an update" in failed["reason"]
     skipped = [e for e in fed.events(line["run_id"]) if e["event"] == "round_skipped"]
     assert [(e["server_round"], e["reason"]) for e in skipped] == [(1, "too_few_accepted")]
+
