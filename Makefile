@@ -67,12 +67,13 @@ simulation-docker: images  ## Flower's simulation runtime in a container: SIM_NO
 # made if missing; its key never enters a container). As root, or through the
 # SuperLink image, so that the key file belongs to the containers' uid.
 RAY_SUBNET ?= 10.213.47.0/26
-RAY_CERTS_DIR ?= $(CURDIR)/certs/out/ray
+CERTS_OUT ?= $(CURDIR)/certs/out
+RAY_CERTS_DIR ?= $(CERTS_OUT)/ray
 export RAY_SUBNET RAY_CERTS_DIR
-MAKE_CERTS = $(if $(filter 0,$(shell id -u)),,CERTS_USE_DOCKER=1 )certs/make-certs.sh
-ray-certs: images  ## the Ray node certificate for RAY_SUBNET in certs/out/ray (kept if there)
-	@test -f certs/out/ca/ca.crt || $(MAKE_CERTS) init --nodes 0
-	@test -f $(RAY_CERTS_DIR)/ray.crt || $(MAKE_CERTS) ray --subnet $(RAY_SUBNET)
+MAKE_CERTS = CERTS_OUT=$(CERTS_OUT) $(if $(filter 0,$(shell id -u)),,CERTS_USE_DOCKER=1 )certs/make-certs.sh
+ray-certs: images  ## the Ray node certificate for RAY_SUBNET in $CERTS_OUT/ray (kept if there)
+	@test -f $(CERTS_OUT)/ca/ca.crt || $(MAKE_CERTS) init --nodes 0
+	@test -f $(RAY_CERTS_DIR)/ray.crt || $(MAKE_CERTS) ray $(notdir $(RAY_CERTS_DIR)) --subnet $(RAY_SUBNET)
 
 RAY_COMPOSE := docker compose -f docker/compose.ray.yaml
 simulation-ray: images ray-certs  ## the simulation on a Ray cluster: RAY_WORKERS=2, SIM_NODES=1000, SIM_SAMPLED=25, SIM_ROUNDS=3

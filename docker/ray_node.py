@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import os
 import re
 import signal
@@ -201,6 +202,9 @@ def ray_command(role: str, ip: str, head: tuple[str, int] | None) -> list[str]:
 def relay(stream, started: threading.Event) -> None:
     """`ray start`'s text, one `ray_log` event per record."""
     for raw in stream:
+        if is_json_object(raw):  # the `ray` CLI's Python warnings, through the logging hook
+            sys.stdout.write(raw.strip() + "\n")
+            continue
         for record in RECORD_START.split(raw.rstrip("\n")):
             if not (text := record.strip()):
                 continue
@@ -210,6 +214,13 @@ def relay(stream, started: threading.Event) -> None:
             getattr(log, level)("ray_log", message=message, source=source)
             if message == STARTED:
                 started.set()
+
+
+def is_json_object(line: str) -> bool:
+    try:
+        return line.lstrip().startswith("{") and isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
 
 
 def supervise(role: str, command: list[str], program: list[str], fields: dict) -> int:

@@ -255,6 +255,7 @@ def test_ray_start_text_becomes_json_lines(capfd):
     code = ray_node.supervise("head", stand_in(STARTED + """
 print("2026-12-01 21:14:29,010\\tINFO scripts.py:1349 -- 1/1 stopped.2026-12-01 21:14:29,011\\tWARNING x.py:1 -- two in one")
 print("a line of no format", file=sys.stderr)
+print('{"timestamp": "2026-12-01T21:14:30Z", "level": "warning", "event": "a warning", "logger": "py.warnings"}')
 """), [], FIELDS | {"role": "head"})
     assert code == 0
     events = json_lines(capfd.readouterr().out)
@@ -262,6 +263,7 @@ print("a line of no format", file=sys.stderr)
     assert logs == [("info", "Local node IP: 10.213.47.3"), ("info", "Ray runtime started."),
                     ("info", "1/1 stopped."), ("warning", "two in one"), ("info", "a line of no format")]
     assert [e["event"] for e in events if e["event"].startswith("ray_node")] == ["ray_node_started", "ray_node_stopped"]
+    assert {"event": "a warning", "logger": "py.warnings"}.items() <= events[-2].items()  # a JSON line as it came
 
 
 def test_the_program_starts_once_the_node_has_joined_and_its_end_stops_ray(tmp_path, capfd):
@@ -369,3 +371,10 @@ print(json.dumps(ray.get(where.remote())))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1])[0] == "the image copy"
+
+
+def test_a_head_that_runs_the_superlink_gives_it_its_own_address(capfd):
+    code = ray_node.supervise("head", stand_in(STARTED + "\ntime.sleep(300)"),
+                              [sys.executable, "-c", "import os; print(os.environ['RAY_ADDRESS'], flush=True)"],
+                              {"role": "head", "node_ip": "203.0.113.10", "tls": True, "token_auth": True})
+    assert code == 0 and "203.0.113.10:6379\n" in capfd.readouterr().out
