@@ -97,7 +97,7 @@ print(json.dumps(status))
                      "/v1/runtime/acquire-task": 403, "/docs": 403,
                      "control_port": "ConnectionRefusedError"}
     refused = [e for e in deployment.server.logs("gateway")
-               if e["event"] == "gateway_request" and e["status"] == 403]
+               if e["event"] == "gateway_refused" and e["reason"] == "path not served"]
     assert {e["path"] for e in refused} >= {"/v1/control/list-runs", "/v1/runtime/acquire-task"}
 
 
