@@ -43,9 +43,11 @@ federation-aggregated: images  ## the federation with every container's lines st
 	$(AGGREGATED) stop superlink serverapp supernode; exit $$status
 
 report: install  ## table + chart of the last run in the aggregator's store (make federation-aggregated first)
-	@run=$$($(AGGREGATED) exec -T aggregator sh -c 'ls -t /var/log/flowerdock/runs 2>/dev/null | head -1'); \
-	if [ -z "$$run" ]; then echo "no run in the aggregator's store yet: make federation-aggregated first" >&2; exit 2; fi; \
-	$(AGGREGATED) exec -T aggregator cat /var/log/flowerdock/runs/$$run | $(BIN)/python scripts/report.py --png report.png
+	@# Every run's file, oldest first: the report takes the last run the ServerApp's own lines
+	@# tell of (a file a site's lines made, newer or not, holds none of those: scripts/log_provenance.py).
+	@runs=$$($(AGGREGATED) exec -T aggregator sh -c 'ls -tr /var/log/flowerdock/runs 2>/dev/null'); \
+	if [ -z "$$runs" ]; then echo "no run in the aggregator's store yet: make federation-aggregated first" >&2; exit 2; fi; \
+	$(AGGREGATED) exec -T aggregator sh -c 'cd /var/log/flowerdock/runs && cat $$(ls -tr)' | $(BIN)/python scripts/report.py --png report.png
 
 SITES ?= 3
 sites: install  ## SITES=3 site folders in ./sites from the bundled digits (Dirichlet: sizes and label mixes differ)

@@ -159,3 +159,17 @@ def test_the_simulations_serverapp_runs_in_the_superlink_service():
     assert "from superlink-1 (superlink)" in refused.stderr
     result = report("--serverapp-service", "superlink", stdin=simulated)
     assert result.returncode == 0 and result.stdout == recorded_table() and not result.stderr
+
+
+def test_make_reports_newest_file_is_not_the_run_it_shows_unless_the_serverapp_says_so(tmp_path):
+    # `make report` feeds every runs/ file, oldest first: a site can make the newest one (any run_id,
+    # any event of its own) but none of its lines is a ServerApp's, so the last real run is shown.
+    serverapp = {"container": "fd-serverapp-1", "container_id": "0123456789ab", "service": "serverapp"}
+    supernode = {"container": "fd-supernode-1", "container_id": "ba9876543210", "service": "supernode"}
+    store = "".join(json.dumps({**json.loads(text[text.index("{"):]), **serverapp}) + "\n"
+                    for text in serverapp_lines().splitlines())
+    fake = json.dumps({"timestamp": "2099-01-01T00:00:00Z", "level": "info", "event": "local_train_done",
+                       "run_id": "666", "server_round": 1, "phase": "train", **supernode}) + "\n"
+    forged = "".join(json.dumps({**e, "run_id": "666", **supernode}) + "\n" for e in FORGED)
+    result = report(stdin=store + fake + forged)
+    assert result.returncode == 0 and result.stdout == recorded_table(), result.stderr
