@@ -51,10 +51,6 @@ def main() -> None:
             [superlink] = deployment.server.containers("superlink")
             with MemoryPeak(superlink) as quiet_memory:
                 quiet, quiet_rounds = run(deployment)
-            big_started = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-            if args.model_mb:
-                run(deployment, f"extra-model-mb={args.model_mb:g}")
-            legit = own_traffic(deployment, big_started)
             since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
             flood = deployment.from_address("partner", "/flood/attack.py", GATEWAY, "9092", "--connections",
                                             args.connections, "--seconds", args.seconds, background=True)
@@ -64,6 +60,11 @@ def main() -> None:
             seen = json.loads(flood.communicate(timeout=600)[0].strip().splitlines()[-1])
             logged = refusals(deployment, since, "partner")
             turned_away = refusals(deployment, since, "clients")
+            # Last: a big model leaves the SuperLink's object store and page cache larger.
+            big_started = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+            if args.model_mb:
+                run(deployment, f"extra-model-mb={args.model_mb:g}")
+            legit = own_traffic(deployment, big_started)
         finally:
             deployment.down()
     quiet_s, flood_s = statistics.mean(quiet_rounds), statistics.mean(attacked_rounds)

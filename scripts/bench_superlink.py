@@ -99,7 +99,7 @@ class Federation:
         self.fleet, self.control = free_port(), free_port()
         self.server_env = {"SERVER_CERTS_DIR": str(self.certs / "server"), "FLEET_PORT": str(self.fleet),
                            "CONTROL_PORT": str(self.control), "RESTART": "no",
-                           "FLEET_RATE_PER_CLIENT": f"{50 * nodes}r/s", "FLEET_BURST_PER_CLIENT": str(200 * nodes),
+                           "FLEET_RATE_PER_CLIENT": f"{100 * nodes}r/s", "FLEET_BURST_PER_CLIENT": str(200 * nodes),
                            "FLEET_CONNECTIONS_PER_CLIENT": str(32 * nodes)}
         self.server = ["docker", "compose", "-p", f"fd-bench-server-{nodes}", "-f", "docker/compose.server.yaml"]
         self.clients = ["docker", "compose", "-p", f"fd-bench-clients-{nodes}", "-f",

@@ -19,7 +19,7 @@ def test_the_defaults_fill_every_setting_of_the_template():
     conf = settings.render(TEMPLATE, settings.settings({}))
     assert "${" not in conf
     assert "client_max_body_size 8m;" in conf and "client_max_body_size 16m;" in conf
-    assert "rate=50r/s" in conf and "limit_conn fleet_uploads 64;" in conf
+    assert "rate=100r/s" in conf and "limit_conn fleet_uploads 64;" in conf
     assert re.search(r"geo \$client_allowed \{\s+default 1;\s+127\.0\.0\.0/8 1;[^\n]*\s+\}", conf)  # everyone
 
 
