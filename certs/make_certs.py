@@ -607,16 +607,14 @@ def run(args: argparse.Namespace, store: Store, sans: list[str]) -> int:
             f"what code every site runs) and trusted-entities.yaml ({key_id}), also in every SuperNode folder: "
             "copy those to their machines; sign apps with scripts/publish_app.py")
         return 0
+    if args.command in ("revoke", "node") and not args.name:
+        raise CertError(f"`{args.command}` needs a node name, e.g. `{args.command} supernode-3`")
     if args.command == "revoke":
-        if not args.name:
-            raise CertError("`revoke` needs a node name, e.g. `revoke supernode-2`")
         revoke_node(store, args.name)
         say(f"moved {args.name}.pub to {store.shown(store.path('server/revoked'))}/: copy server/ to the "
             "server and run register-supernodes there; the node is refused at its next request")
         return 0
     if args.command == "node":
-        if not args.name:
-            raise CertError("`node` needs a name, e.g. `node supernode-3`")
         make_node(store, args.name)
         say(instructions(store, [args.name], None))
         return 0
