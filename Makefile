@@ -20,13 +20,18 @@ export FLWR_DISABLE_UPDATE_CHECK := 1
 RAY_ADDRESS ?= local
 export RAY_ADDRESS
 
-.PHONY: install images federation federation-aggregated sites federation-sites simulation-docker simulation-ray ray-certs report test test-fast simulation simulation-stop bench bench-round bench-model-size bench-simulation bench-faults bench-commands bench-ray bench-superlink bench-gateway constraints clean
+.PHONY: install images federation federation-aggregated sites federation-sites simulation-docker simulation-ray ray-certs report test test-fast simulation simulation-stop bench bench-round bench-model-size bench-simulation bench-faults bench-commands bench-ray bench-superlink bench-gateway constraints lock clean
 
+# Every file checked against its sha256 in locks/host.txt (CPython 3.11), installed as locked
+# (--no-deps: the lock is the whole set); the project itself editable, built by the locked
+# hatchling (no build isolation: nothing unlocked is fetched); then pip check.
 install: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml constraints.txt locks/host.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and f"make install: locks/host.txt is for CPython 3.11, and $(PYTHON) is {sys.version.split()[0]}: PYTHON=python3.11 make install")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[simulation,dev,report]"
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r locks/host.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	touch $@
 
 images:  ## the SuperLink, SuperNode and ServerApp images (registry-free where need be)
@@ -127,9 +132,13 @@ bench-gateway: install images  ## a federation run under flood: round time and m
 bench-commands: install images  ## the README's commands, timed from a fresh shell
 	$(RECORD) $(BIN)/python scripts/bench_commands.py
 
-constraints:  ## re-pin every transitive version after a change to pyproject.toml
-	rm -rf build/pin && $(PYTHON) -m venv build/pin && build/pin/bin/pip install --quiet -e ".[simulation,dev,report]"
-	{ sed -n '1,2p' constraints.txt; build/pin/bin/pip freeze --exclude-editable; } > constraints.new && mv constraints.new constraints.txt
+constraints:  ## re-pin every transitive version after a change to pyproject.toml (then: make lock)
+	rm -rf build/pin && $(PYTHON) -m venv build/pin && build/pin/bin/pip install --quiet --upgrade pip setuptools
+	build/pin/bin/pip install --quiet hatchling editables -e ".[simulation,dev,report]"
+	{ sed -n '1,2p' constraints.txt; build/pin/bin/pip freeze --all --exclude-editable; } > constraints.new && mv constraints.new constraints.txt
+
+lock:  ## locks/: every file the venv and the images install, by version and sha256 (docs/building.md)
+	$(PYTHON) scripts/lock.py
 
 clean:
 	rm -rf $(VENV) build .flwr/apps .flwr/local-superlink outputs
