@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 import statistics
 import subprocess
 import sys
@@ -163,10 +164,15 @@ class Federation:
             if e["event"] == "round_summary":
                 rounds[e["server_round"]] = rounds.get(e["server_round"], 0.0) + e["duration_s"]
         ok = sum(e["event"] == "client_round" and e["status"] == "ok" for e in events)
-        node_memory = [memory(c) / MiB for c in sh(*self.clients, "ps", "-q", env=self.client_env).stdout.split()]
+        outcomes = Counter(f"{e['status']}:{e.get('reason') or ''}" for e in events if e["event"] == "client_round")
+        running = sh(*self.clients, "ps", "-q", env=self.client_env).stdout.split()
+        exited = sh(*self.clients, "ps", "-a", "--status", "exited", "--format", "{{.Name}} {{.Status}}",
+                    env=self.client_env).stdout.strip().splitlines()
+        node_memory = [memory(c) / MiB for c in running]
         steady = [rounds[r] for r in sorted(rounds)][1:] or list(rounds.values())
         return {"nodes": self.nodes, "completed": result.returncode == 0 and ok == self.nodes * ROUNDS * 2,
-                "replies_ok": ok, "start_s": start_s, "round_s": statistics.fmean(steady) if steady else float("nan"),
+                "replies_ok": ok, "outcomes": dict(outcomes), "exited": exited,
+                "run_tail": (result.stdout + result.stderr)[-600:] if result.returncode else "", "start_s": start_s, "round_s": statistics.fmean(steady) if steady else float("nan"),
                 "superlink_cpu": (cpu_seconds(superlink) - cpu[superlink]) / wall,
                 "gateway_cpu": (cpu_seconds(gateway) - cpu[gateway]) / wall,
                 "superlink_peak_mib": max(peak[0], 0) / MiB,
@@ -227,6 +233,8 @@ def main() -> None:
         print(f"  {r['nodes']:>4}{'yes' if r['completed'] else 'no':>6}{r['start_s']:>9.0f}{r['round_s']:>9.1f}"
               f"{r['superlink_cpu']:>17.2f}{r['superlink_peak_mib']:>10.0f}{r['gateway_cpu']:>15.2f}"
               f"{r['node_mean_mib']:>15.0f} / {r['node_max_mib']:.0f}")
+        if not r["completed"]:
+            print(f"        replies: {r['outcomes']}; exited: {r['exited'] or 'none'}; {r['run_tail']}")
     done = [r for r in results if r.get("completed")]
     if len(done) > 1:
         first, last = done[0], done[-1]
