@@ -40,8 +40,11 @@ SUBNET = "10.213.52.0/26"  # neither compose.ray.yaml's default nor the tests'
 
 
 def sh(*args: str, env: dict[str, str], timeout: int = 1800) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True,
-                          timeout=timeout, check=True)
+    result = subprocess.run(args, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True,
+                            timeout=timeout)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} exited {result.returncode}:\n{(result.stdout + result.stderr)[-4000:]}")
+    return result
 
 
 def ray_certs(folder: Path) -> Path:

@@ -10,6 +10,7 @@ is killed mid-run: the run stops with a clear reason once Ray declares the actor
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -231,3 +232,25 @@ def test_a_worker_killed_mid_run_stops_the_run_with_a_clear_reason(cluster, firs
     # Ray agrees: the killed worker's node is dead, the others alive.
     alive = {n["ip"]: n["alive"] for n in ray_cluster(cluster)["nodes"] if n["ip"] in (victim_ip, survivor)}
     assert alive[survivor] is True and alive[victim_ip] is False
+
+
+def test_a_worker_from_the_other_machines_file_joins_over_the_host_network(cluster, first_run, tmp_path):
+    # docker/compose.ray-worker.yaml as on another machine: the host's network, the head's
+    # address and this host's as knobs. Here "this host" is the engine's side of the compose
+    # network (its gateway address, which the subnet certificate names).
+    [head] = cluster.containers("ray-head")
+    # (Docker gives a network with a fixed subnet its first address, without saying so in IPAM.)
+    gateway = str(next(ipaddress.ip_network(SUBNET).hosts()))
+    worker = Project(f"{cluster.name}-far", ["docker/compose.ray-worker.yaml"], {
+        "RAY_CERTS_DIR": str(cluster.certs / "ray"), "RAY_HEAD_ADDRESS": f"{address(head)}:6379",
+        "RAY_NODE_IP": gateway, "RAY_WORKER_CPUS": "1"})
+    try:
+        worker.compose("up", "-d", "--no-build", "--wait", timeout=300)
+        submit = cluster.compose("run", "--rm", "-e", "RUN_CONFIG=num-server-rounds=2 min-nodes=1000 sampled-nodes=25",
+                                 "submit", check=False, timeout=900)
+        assert submit.returncode == 0, submit.stdout[-3000:]
+        rounds = [e for e in run_events(cluster, outcome(submit)["run_id"]) if e["event"] == "client_round"]
+        assert {e["status"] for e in rounds} == {"ok"} and gateway in {e["ray_node_ip"] for e in rounds}
+        assert any(e["event"] == "ray_node_started" and e["node_ip"] == gateway for e in worker.logs("ray-worker"))
+    finally:
+        worker.down()
