@@ -15,7 +15,10 @@ the round timeout passes. Here a round needs a *quorum*:
 
 A crashed or cut-off node therefore costs a round a few seconds, not the
 SuperLink's heartbeat expiry (60 s) or the round timeout. The strategy logs
-which node each missing reply was asked of.
+which node each missing reply was asked of. A pull the SuperLink answers with a
+server error (Flower's Grid retries 502-504 itself, not 500) is logged and tried
+again until the round's wait ends: a reply it lost counts as missing, and the
+run goes on.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from flwr.app import Error, Message
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
@@ -103,8 +107,7 @@ class QuorumGrid:
         deadline, quorum, straggling = started + limit, min(policy.min_replies, len(pending)), False
         replies: list[Message] = []
         while pending and time.monotonic() < deadline:
-            pulled = [reply for reply in self._grid.pull_messages(pending)
-                      if reply.metadata.reply_to_message_id in pending]
+            pulled = [reply for reply in self._pull_once(pending) if reply.metadata.reply_to_message_id in pending]
             replies += pulled
             pending -= {reply.metadata.reply_to_message_id for reply in pulled}
             if not straggling and len(replies) >= quorum:  # the rest get as long again, at least the minimum
@@ -113,6 +116,17 @@ class QuorumGrid:
             if pending:
                 time.sleep(min(policy.poll_interval, max(deadline - time.monotonic(), 0.0)))
         return replies
+
+    def _pull_once(self, pending: set[str]) -> list[Message]:
+        try:
+            return list(self._grid.pull_messages(pending))
+        except httpx.HTTPStatusError as error:
+            if error.response.status_code < 500:
+                raise
+            log.warning("superlink_pull_failed", status=error.response.status_code, pending=len(pending),
+                        error=error.response.text[:300], hint="tried again until the round's wait ends")
+            time.sleep(1.0)  # not a tight loop against a SuperLink in trouble
+            return []
 
 
 NO_REPLY = ErrorCode.REPLY_MESSAGE_UNAVAILABLE

@@ -81,7 +81,7 @@ def relay_logs(run_id: str, connection: str, deadline: float | None) -> bool:
 
 def main() -> int:
     prepare_flwr_home()
-    app_dir = os.getenv("APP_DIR", "/app")
+    app_dir = os.getenv("APP_DIR") or "/app"
     connection = os.getenv("FLWR_CONNECTION", "deployment")
     run_config = os.getenv("RUN_CONFIG", "")
     federation_config = os.getenv("FEDERATION_CONFIG", "")

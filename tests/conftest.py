@@ -132,3 +132,9 @@ def unaffected(deployment):
     """Whatever a test tries, the federation keeps the same two SuperNodes online."""
     yield
     assert deployment.online_nodes() == deployment.nodes_before
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """The tests on the shared deployment last and together: it runs from the first of them to
+    the session's end, and would otherwise idle (and use CPU) through every module between."""
+    items.sort(key=lambda item: "deployment" in getattr(item, "fixturenames", ()))

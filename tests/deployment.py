@@ -6,7 +6,6 @@ through the Control API port."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import subprocess
 import sys

@@ -1,5 +1,6 @@
-"""End to end in Docker: build the images, run the compose federation, read the
-containers' logs. Needs a Docker engine (CI has one); fails, not skips, without."""
+"""In Docker: the images, the compose files, and the containers' refusals of bad settings.
+The one-host federation end to end is tests/test_readme.py (`make federation` as typed), the
+fault scenarios tests/test_faults.py. Needs a Docker engine (CI has one); fails, not skips, without."""
 
 from __future__ import annotations
 
@@ -13,67 +14,6 @@ import pytest
 from tests.conftest import ROOT, Project, sh
 
 pytestmark = pytest.mark.docker
-
-NODES, ROUNDS = 3, 2
-
-
-class Federation(Project):
-    """compose.yaml (or a file that extends it) under a project name of its own."""
-
-    def __init__(self, file: str = "compose.yaml", **knobs: str) -> None:
-        super().__init__(f"flowerdock-test-{uuid.uuid4().hex[:8]}", [file],
-                         {"NUM_SUPERNODES": str(NODES), "NUM_ROUNDS": str(ROUNDS), **knobs})
-
-    def up(self) -> int:
-        # Naming `submit` makes Compose 2.2x follow it alone (not the one-shot `certs`).
-        return self.compose("up", "--no-build", "--exit-code-from", "submit", "submit", check=False).returncode
-
-
-@pytest.fixture
-def federation(images):
-    started = []
-
-    def start(file: str = "compose.yaml", **knobs: str) -> Federation:
-        started.append(Federation(file, **knobs))
-        return started[-1]
-
-    yield start
-    for f in started:
-        f.down()
-
-
-def test_compose_federation_runs_to_the_end(federation):
-    fed = federation()
-    assert fed.up() == 0, fed.compose("logs", "--no-color", "--tail", "40").stdout[-4000:]
-
-    events = fed.logs("serverapp")
-    rounds = [e for e in events if e["event"] == "client_round"]
-    per_client = Counter((e["server_round"], e["phase"], e["node_id"]) for e in rounds)
-    assert set(per_client.values()) == {1}
-    assert len(per_client) == NODES * ROUNDS * 2  # every SuperNode, every round, both phases
-    assert {e["status"] for e in rounds} == {"ok"}
-    assert len({e["node_id"] for e in rounds}) == NODES
-    summaries = {(e["server_round"], e["phase"]) for e in events if e["event"] == "round_summary"}
-    assert summaries == {(r, p) for r in range(1, ROUNDS + 1) for p in ("train", "evaluate")}
-    [finished] = [e for e in events if e["event"] == "run_finished"]
-    assert finished["accuracy"] > 0.3  # chance is 0.1
-
-    for service in ("superlink", "supernode", "submit"):
-        lines = fed.logs(service)  # every line of every container is JSON
-        assert lines and all({"timestamp", "level", "event"} <= set(e) for e in lines)
-    starts = [e for e in fed.logs("supernode") if e["event"] == "supernode_starting"]
-    assert sorted(e["partition_id"] for e in starts) == list(range(NODES))
-    assert all(e["tls"] for e in starts)  # TLS, and each with its own registered key:
-    registered = [e for e in fed.logs("register-supernodes") if e["event"] == "supernode_registered"]
-    activated = [e for e in fed.logs("superlink") if "[Fleet.ActivateNode] Activated" in e["event"]]
-    assert len(registered) == len(activated) == NODES
-    [outcome] = [e for e in fed.logs("submit") if e["event"] == "run_outcome"]
-    assert outcome["status"] == "finished:completed"
-    # Every message ran in a ClientApp forked warm (docker/clientapp_forkserver.py), none cold.
-    node_events = [e["event"] for e in fed.logs("supernode")]
-    assert node_events.count("forkserver_ready") == NODES and "clientapp_cold_start" not in node_events
-    assert node_events.count("Start `flwr-clientapp` process") == NODES * ROUNDS * 2
-
 
 def test_the_cpu_images_train_with_torch_built_without_cuda(images):
     probe = """

@@ -339,16 +339,29 @@ def final_accuracy(fed: Federation, run_id: str) -> float:
     return finished["accuracy"]
 
 
+def test_a_run_in_which_every_reply_is_bad_fails_loudly(five_nodes, rogue_app):
+    fed = five_nodes
+    everyone_lies = " ".join(f"{p}=nan" for p in range(5))
+    result = fed.submit(f'num-server-rounds=1 min-nodes=3 fraction-train=1.0 fraction-evaluate=0 '
+                        f'attacks="{everyone_lies}"', rogue_app)
+    assert result.returncode != 0
+    line = outcome(result)
+    assert line["status"] == "finished:failed" and line["level"] == "error"
+    [failed] = [e for e in fed.events(line["run_id"]) if e["event"] == "run_failed"]
+    assert "none of the 1 rounds aggregated an update" in failed["reason"]
+    skipped = [e for e in fed.events(line["run_id"]) if e["event"] == "round_skipped"]
+    assert [(e["server_round"], e["reason"]) for e in skipped] == [(1, "too_few_accepted")]
+    fed.earlier_run = line["run_id"]  # for the restart below
+
+
 def test_liars_are_rejected_and_a_restarted_superlink_keeps_its_runs(five_nodes, rogue_app):
     fed = five_nodes
-    clean = fed.submit(BASE, rogue_app)
-    assert clean.returncode == 0, clean.stdout[-3000:]
-    clean_run = outcome(clean)["run_id"]
-
-    # The SuperLink restarted between two runs: the first is still listed, the nodes rejoin.
+    # The SuperLink restarted between two runs: the one before (the test above) is still
+    # listed, and the nodes rejoin for the next.
+    assert fed.earlier_run in {r["run-id"] for r in fed.runs()}
     fed.compose("restart", "superlink", timeout=120)
     fed.compose("up", "-d", "--no-build", "--wait", "superlink", timeout=120)
-    assert clean_run in {r["run-id"] for r in fed.runs()}
+    assert fed.earlier_run in {r["run-id"] for r in fed.runs()}
 
     attacks = " ".join(f"{p}={'/'.join(steps)}" for p, steps in ATTACKS.items())
     lying = fed.submit(f'{BASE} attacks="{attacks}"', rogue_app)
@@ -370,24 +383,9 @@ def test_liars_are_rejected_and_a_restarted_superlink_keeps_its_runs(five_nodes,
     honest = [line for p, rounds in by_partition.items() if p not in (0, 1) for line in rounds.values()]
     assert len(honest) == 9 and {line["status"] for line in honest} == {"ok"}
 
-    clean_accuracy, lying_accuracy = final_accuracy(fed, clean_run), final_accuracy(fed, lying_run)
-    print(f"\naccuracy: clean {clean_accuracy:.4f}, with 2 liars of 5 {lying_accuracy:.4f}")
+    lying_accuracy = final_accuracy(fed, lying_run)
+    print(f"\naccuracy with 2 liars of 5: {lying_accuracy:.4f}")
     # The liars' updates never count: the model learns from the 3 honest partitions (60 % of
-    # the data) and lands a few points below the clean run, never near chance (0.1) or NaN,
-    # where FedAvg with their updates would.
-    assert lying_accuracy > 0.85 and clean_accuracy - lying_accuracy < 0.08
-
-
-def test_a_run_in_which_every_reply_is_bad_fails_loudly(five_nodes, rogue_app):
-    fed = five_nodes
-    everyone_lies = " ".join(f"{p}=nan" for p in range(5))
-    result = fed.submit(f'num-server-rounds=1 min-nodes=3 fraction-train=1.0 fraction-evaluate=0 '
-                        f'attacks="{everyone_lies}"', rogue_app)
-    assert result.returncode != 0
-    line = outcome(result)
-    assert line["status"] == "finished:failed" and line["level"] == "error"
-    [failed] = [e for e in fed.events(line["run_id"]) if e["event"] == "run_failed"]
-    assert "none of the 1 rounds aggregated an update" in failed["reason"]
-    skipped = [e for e in fed.events(line["run_id"]) if e["event"] == "round_skipped"]
-    assert [(e["server_round"], e["reason"]) for e in skipped] == [(1, "too_few_accepted")]
-
+    # the data), never near chance (0.1) or NaN, where FedAvg with their updates would. (A
+    # clean run's accuracy next to it: make bench-faults, docs/figures.md.)
+    assert lying_accuracy > 0.85

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 from flwr.app import Error, Message, RecordDict
 
@@ -19,13 +20,14 @@ def identity():
 class ScriptedGrid:
     """Nodes connect at given times; each node replies `delay` s after a push (None: never)."""
 
-    def __init__(self, connect_at=None, delays=None, superlink_errors=()):
+    def __init__(self, connect_at=None, delays=None, superlink_errors=(), failing_pulls=0, status=500):
         self.t0 = time.monotonic()
         self.connect_at = connect_at or {}
         self.delays = delays or {}
         self.superlink_errors = set(superlink_errors)  # nodes the SuperLink reports lost (source: node 1)
         self.sent: dict[str, tuple[Message, float]] = {}
         self.pulls = 0
+        self.failing_pulls, self.status = failing_pulls, status  # the first pulls answered with that status
 
     def get_node_ids(self):
         now = time.monotonic() - self.t0
@@ -41,6 +43,10 @@ class ScriptedGrid:
 
     def pull_messages(self, message_ids):
         self.pulls += 1
+        if self.pulls <= self.failing_pulls:
+            request = httpx.Request("POST", "https://superlink:8000/v1/runtime/pull-messages")
+            raise httpx.HTTPStatusError("server error", request=request,
+                                        response=httpx.Response(self.status, request=request, text="boom"))
         replies = []
         for message_id in message_ids:
             message, pushed = self.sent[message_id]
@@ -133,3 +139,27 @@ def test_an_error_the_superlink_made_names_the_node_that_was_asked():
 def test_other_calls_reach_the_wrapped_grid():
     grid = ScriptedGrid(connect_at={4: 0})
     assert QuorumGrid(grid, WaitPolicy()).get_node_ids() == [4]
+
+
+def test_a_superlink_server_error_on_a_pull_is_tried_again_and_logged(capsys):
+    grid = ScriptedGrid(delays={1: 0.1, 2: 0.1}, failing_pulls=2)
+    policy = WaitPolicy(min_replies=2, round_timeout=30, straggler_timeout=1, poll_interval=0.05)
+    replies = QuorumGrid(grid, policy).send_and_receive(instructions(1, 2))
+    assert sorted(r.metadata.src_node_id for r in replies) == [1, 2] and not any(r.has_error() for r in replies)
+    failed = [e for e in json_lines(capsys.readouterr().out) if e["event"] == "superlink_pull_failed"]
+    assert [(e["status"], e["level"], e["pending"]) for e in failed] == [(500, "warning", 2)] * 2
+
+
+def test_a_superlink_failing_every_pull_costs_the_round_s_wait_and_no_more():
+    grid = ScriptedGrid(delays={1: 0.1}, failing_pulls=10**6)
+    policy = WaitPolicy(min_replies=1, round_timeout=2.5, straggler_timeout=1, poll_interval=0.05)
+    started = time.monotonic()
+    [reply] = QuorumGrid(grid, policy).send_and_receive(instructions(1))
+    assert 2.5 <= time.monotonic() - started < 4.5
+    assert reply.has_error() and reply.error.code == NO_REPLY
+
+
+def test_a_refusal_of_the_pull_is_not_hidden():
+    grid = ScriptedGrid(delays={1: 0.1}, failing_pulls=1, status=400)
+    with pytest.raises(httpx.HTTPStatusError):
+        QuorumGrid(grid, WaitPolicy(round_timeout=5)).send_and_receive(instructions(1))

@@ -1,16 +1,20 @@
 """The README's commands, as a newcomer types them on a fresh clone: from a shell
 without the virtualenv on PATH. `make test` is what CI runs; `make simulation` is
-tests/test_simulation.py; the Docker ones are here."""
+tests/test_simulation.py; the Docker ones are here, and they are also this suite's
+end-to-end run of the one-host compose federation: what every container of
+`make federation` logged, and which site each SuperNode of `make federation-sites`
+trained on, read from the containers it stopped."""
 
 from __future__ import annotations
 
 import re
 import shutil
 import subprocess
+from collections import Counter
 
 import pytest
 
-from tests.conftest import ROOT, fresh_shell_env, sh
+from tests.conftest import ROOT, Project, fresh_shell_env, sh
 
 QUICK_START = re.search(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
 
@@ -28,10 +32,15 @@ def test_the_quick_start_opens_with_the_two_commands():
     assert commands(QUICK_START) == ["make federation", "make test"]
 
 
+# The checkout's own compose project, under the name Compose gives it (the folder's).
+CHECKOUT = re.sub(r"[^a-z0-9_-]", "", ROOT.name.lower()).lstrip("_-")
+NODES, ROUNDS = 3, 3  # compose.yaml's defaults: what `make federation` runs
+
+
 @pytest.fixture
 def checkout_project(images):
-    """What the checkout's own compose project leaves behind is removed afterwards."""
-    yield
+    """The project `make` runs; what it leaves behind (stopped containers) is removed afterwards."""
+    yield lambda *files: Project(CHECKOUT, list(files), {"SITES_DIR": "/nonexistent"})
     for files in (["compose.yaml"], ["compose.yaml", "docker/compose.sites.yaml"]):
         sh("docker", "compose", *(a for f in files for a in ("-f", f)), "--profile", "run", "down", "--volumes",
            "--remove-orphans", "--timeout", "5", check=False, env={"SITES_DIR": "/nonexistent"})
@@ -42,6 +51,35 @@ def test_make_federation_as_typed(checkout_project):
     result = make("federation")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert '"event": "run_outcome"' in result.stdout and '"status": "finished:completed"' in result.stdout
+    fed = checkout_project("compose.yaml")  # stopped, not removed: every container's log is there
+
+    events = fed.logs("serverapp")
+    rounds = [e for e in events if e["event"] == "client_round"]
+    per_client = Counter((e["server_round"], e["phase"], e["node_id"]) for e in rounds)
+    assert set(per_client.values()) == {1}
+    assert len(per_client) == NODES * ROUNDS * 2  # every SuperNode, every round, both phases
+    assert {e["status"] for e in rounds} == {"ok"}
+    assert len({e["node_id"] for e in rounds}) == NODES
+    summaries = {(e["server_round"], e["phase"]) for e in events if e["event"] == "round_summary"}
+    assert summaries == {(r, p) for r in range(1, ROUNDS + 1) for p in ("train", "evaluate")}
+    [finished] = [e for e in events if e["event"] == "run_finished"]
+    assert finished["accuracy"] > 0.3  # chance is 0.1
+
+    for service in ("superlink", "supernode", "submit", "certs", "register-supernodes"):
+        lines = fed.logs(service)  # every line of every container is JSON
+        assert lines and all({"timestamp", "level", "event"} <= set(e) for e in lines), service
+    starts = [e for e in fed.logs("supernode") if e["event"] == "supernode_starting"]
+    assert sorted(e["partition_id"] for e in starts) == list(range(NODES))
+    assert all(e["tls"] for e in starts)  # TLS, and each with its own registered key:
+    registered = [e for e in fed.logs("register-supernodes") if e["event"] == "supernode_registered"]
+    activated = [e for e in fed.logs("superlink") if "[Fleet.ActivateNode] Activated" in e["event"]]
+    assert len(registered) == len(activated) == NODES
+    [outcome] = [e for e in fed.logs("submit") if e["event"] == "run_outcome"]
+    assert outcome["status"] == "finished:completed"
+    # Every message ran in a ClientApp forked warm (docker/clientapp_forkserver.py), none cold.
+    node_events = [e["event"] for e in fed.logs("supernode")]
+    assert node_events.count("forkserver_ready") == NODES and "clientapp_cold_start" not in node_events
+    assert node_events.count("Start `flwr-clientapp` process") == NODES * ROUNDS * 2
 
 
 @pytest.fixture
@@ -56,12 +94,26 @@ def own_sites_kept(tmp_path):
         (tmp_path / "sites").rename(own)
 
 
+def train_sizes(table: str) -> dict[str, int]:
+    """site -> training examples, from the table `make sites` prints."""
+    lines = [line.split() for line in table.splitlines()]
+    header = next(i for i, cells in enumerate(lines) if cells[:4] == ["site", "format", "train", "val"])
+    return {cells[0]: int(cells[2]) for cells in lines[header + 1:] if cells and cells[0].startswith("site-")}
+
+
 @pytest.mark.docker
 def test_make_sites_then_federation_sites_as_typed(checkout_project, own_sites_kept):
     sites = make("sites")
     assert sites.returncode == 0, sites.stderr
-    assert any(line.split()[:4] == ["site", "format", "train", "val"] for line in sites.stdout.splitlines())
-    assert sorted(p.name for p in (ROOT / "sites").iterdir()) == ["site-1", "site-2", "site-3"]
+    sizes = train_sizes(sites.stdout)
+    assert sorted(sizes) == sorted(p.name for p in (ROOT / "sites").iterdir()) == ["site-1", "site-2", "site-3"]
     result = make("federation-sites")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert '"status": "finished:completed"' in result.stdout
+    # Replica N on site-N (compose.yaml with docker/compose.sites.yaml), each reporting its size.
+    fed = checkout_project("compose.yaml", "docker/compose.sites.yaml")
+    starts = [e for e in fed.logs("supernode") if e["event"] == "supernode_starting"]
+    assert sorted(e["data_path"] for e in starts) == [f"/sites/site-{n}" for n in (1, 2, 3)]
+    trained = Counter(e["metrics"]["num-examples"] for e in fed.logs("serverapp")
+                      if e["event"] == "client_round" and e["phase"] == "train" and e["status"] == "ok")
+    assert sorted(trained) == sorted(sizes.values()) and set(trained.values()) == {ROUNDS}

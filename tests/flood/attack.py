@@ -11,11 +11,12 @@ what each attack saw (HTTP statuses by count, bytes sent, times):
                 slower than the gateway's body timeout: a few are held (then 408), the
                 rest are refused for their number (503)
   slow_header   connections that send their request header a byte at a time (408)
-  slow_body     uploads that stop sending halfway (408)
+  slow_body     uploads that stop sending halfway (408); one of them first, alone
   big_body      a declared 2 GB body (413 before any of it is read), and 2 GB sent
                 chunked with no declared length (413 once past the limit)
   burst         unauthenticated Fleet requests as fast as a few connections go: the
-                rate limit answers most (503), the SuperLink the rest (its refusal)
+                rate limit answers most (503), the SuperLink the rest (its refusal);
+                first, 20 alone, within the rate allowed: the SuperLink answers them
 Standard library only: it runs in any image with Python.
 """
 
@@ -116,6 +117,14 @@ async def stalled_body(host: str, port: int, seen: Counter) -> None:
         seen["reset"] += 1
 
 
+async def stalled_alone(host: str, port: int) -> dict:
+    """One stalled upload with nothing else going on, and how long the gateway held it."""
+    seen, started = Counter(), time.monotonic()
+    await stalled_body(host, port, seen)
+    [(status, _)] = seen.items()
+    return {"status": status, "seconds": round(time.monotonic() - started, 3)}
+
+
 async def declared_2gb(host: str, port: int) -> dict:
     reader, writer = await connect(host, port)
     started = time.monotonic()
@@ -189,9 +198,12 @@ async def until(deadline: float, attack) -> None:
 async def main(host: str, port: int, connections: int, burst_count: int, seconds: float) -> dict:
     seen = {name: Counter() for name in ("connections", "slow_header", "slow_body", "burst")}
     started = time.monotonic()
-    # First, alone: with the flood on, this client's connection quota would refuse it (503) before
-    # its size does.
+    # First, alone: with the flood on, this client's quota of requests at once could refuse them
+    # (503) before their size or their slowness does.
     big = {"declared": await declared_2gb(host, port), "chunked": await chunked_2gb(host, port)}
+    stalled = await stalled_alone(host, port)
+    within_rate = Counter()  # a few requests at a pace the limits allow: they reach the SuperLink
+    await burst(host, port, 20, within_rate, workers=2)
     deadline = started + seconds
     # The trickle is slower than the body timeout, for the few that get in.
     tasks = [until(deadline, lambda: trickle_upload(host, port, 12.0, seen["connections"]))
@@ -203,7 +215,8 @@ async def main(host: str, port: int, connections: int, burst_count: int, seconds
     while time.monotonic() < deadline:
         bursts.append(await burst(host, port, burst_count, seen["burst"]))
     await flood
-    return {"seconds": round(time.monotonic() - started, 1), "big_body": big, "bursts": bursts,
+    return {"seconds": round(time.monotonic() - started, 1), "big_body": big, "stalled_alone": stalled,
+            "within_rate": {str(k): v for k, v in within_rate.items()}, "bursts": bursts,
             **{name: {str(k): v for k, v in counter.items()} for name, counter in seen.items()}}
 
 
