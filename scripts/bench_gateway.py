@@ -54,7 +54,7 @@ def main() -> None:
             since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
             flood = deployment.from_address("partner", "/flood/attack.py", GATEWAY, "9092", "--connections",
                                             args.connections, "--seconds", args.seconds, background=True)
-            time.sleep(5)
+            time.sleep(20)  # past the attacks alone: the flood is on before the run starts
             with MemoryPeak(superlink) as flood_memory:
                 attacked, attacked_rounds = run(deployment)
             seen = json.loads(flood.communicate(timeout=600)[0].strip().splitlines()[-1])

@@ -142,7 +142,8 @@ def test_a_run_under_flood_keeps_its_accuracy_its_pace_and_the_superlinks_memory
     flood = deployment.from_address("partner", "/flood/attack.py", GATEWAY, "9092", "--connections", "500",
                                     "--seconds", "75", background=True)
     try:
-        time.sleep(5)  # the flood is on before the run starts, and lasts past its end
+        time.sleep(20)  # past the attacks alone (a stalled body waits out BODY_TIMEOUT): the flood is on
+        # before the run starts, and lasts past its end
         with MemoryPeak(superlink) as flood_memory:
             attacked, attacked_rounds = run(deployment)
         out, err = flood.communicate(timeout=300)

@@ -204,7 +204,7 @@ async def main(host: str, port: int, connections: int, burst_count: int, seconds
     stalled = await stalled_alone(host, port)
     within_rate = Counter()  # a few requests at a pace the limits allow: they reach the SuperLink
     await burst(host, port, 20, within_rate, workers=2)
-    deadline = started + seconds
+    deadline = time.monotonic() + seconds  # the flood's own window, after the attacks alone
     # The trickle is slower than the body timeout, for the few that get in.
     tasks = [until(deadline, lambda: trickle_upload(host, port, 12.0, seen["connections"]))
              for _ in range(connections)]
