@@ -1,6 +1,6 @@
 """A ClientApp that lies: the real app's training, then a corrupted reply.
 
-For the fault tests only (tests/test_faults.py). It is shipped to the SuperNodes
+For the fault tests only (tests/test_liars.py). It is shipped to the SuperNodes
 as part of a FAB that the test assembles (this file, `app/` and a pyproject whose
 clientapp is `rogue_client:app`), so the images and the real app stay honest.
 
