@@ -12,7 +12,7 @@ which every node trains and evaluates every round. Printed per N:
   SuperNode  memory per container (MiB): mean and largest, at the end of the run
 
 It goes on to the largest N this machine's memory allows (from the per-node memory
-measured at the last size, leaving 2 GiB), unless told the sizes, and says where it
+measured at the last size, leaving 3 GiB), unless told the sizes, and says where it
 broke: a run that fails, or the memory. On one host every SuperNode reaches the gateway
 from one NAT address, so the per-client limits are raised to N times their default
 (they exist for one site's address, not for a whole federation's).
@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PUBLIC_NAME = "superlink.flowerdock.test"
 ROUNDS = 3
 MiB = 2**20
+HEADROOM = 3 * 2**30  # memory left to the engine, the server side and the host
 
 
 def sh(*args: str, env: dict | None = None, timeout: int = 1800, check: bool = True) -> subprocess.CompletedProcess:
@@ -211,16 +212,28 @@ def main() -> None:
             if last is None:
                 break
             per_node = last["node_max_mib"] * MiB
-            nodes = int((available_memory() - 2 * 2**30) // per_node)
+            nodes = int((available_memory() - HEADROOM) // per_node)
             if nodes <= last["nodes"]:
-                print(f"  max: no more than {last['nodes']} SuperNodes fit beside 2 GiB of headroom "
+                print(f"  max: no more than {last['nodes']} SuperNodes fit beside 3 GiB of headroom "
                       f"({per_node / MiB:.0f} MiB each)")
                 break
         else:
             nodes = int(size)
+            last = next((r for r in reversed(results) if r.get("completed")), None)
+            need = nodes * last["node_max_mib"] * MiB + HEADROOM if last else 0
+            if need > available_memory():
+                # Starting them anyway would hand the host's OOM killer the engine and this script.
+                results.append({"nodes": nodes, "completed": False, "error":
+                                f"not started: {nodes} x {last['node_max_mib']:.0f} MiB + 3 GiB headroom = "
+                                f"{need / 2**30:.1f} GiB, {available_memory() / 2**30:.1f} GiB available"})
+                print(f"  {nodes} SuperNodes do not fit this machine's memory", file=sys.stderr, flush=True)
+                continue  # the largest that fits ("max") may still follow
         print(f"  measuring {nodes} SuperNodes ...", file=sys.stderr, flush=True)
         results.append(run(nodes))
-        if not results[-1].get("completed"):
+        r = results[-1]
+        print(f"  {nodes} SuperNodes: {'done' if r.get('completed') else 'not done'}; "
+              f"{ {k: v for k, v in r.items() if k not in ('outcomes', 'run_tail')} }", file=sys.stderr, flush=True)
+        if not r.get("completed"):
             break  # where it broke
     print(f"one SuperLink, N SuperNode containers through the gateway (TLS, node keys), {ROUNDS} rounds, "
           f"every node every round; {os.cpu_count()} cores, {available_memory() / 2**30:.1f} GiB available")
