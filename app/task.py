@@ -157,11 +157,18 @@ def partition_indices(
 def load_partition(
     partition_id: int, num_partitions: int, partitioning: str = "iid", alpha: float = 0.5, seed: int = 42
 ) -> tuple[Split, Split]:
-    """A SuperNode's (train, validation) data: the same on every node for one seed."""
+    """A SuperNode's (train, validation) data: the same on every node for one seed.
+
+    More nodes than training samples (a simulation at scale: 10,000 virtual SuperNodes on
+    the bundled digits) cannot each have data of their own: the samples are split one per
+    partition and node p trains on partition p mod that count, so nodes p and p + 1438 share
+    one sample. The run still measures what it is for (scheduling, sampling, aggregation).
+    """
     if not 0 <= partition_id < num_partitions:
         raise ValueError(f"partition-id must be in [0, {num_partitions}), got {partition_id}")
     train, _ = _train_and_test(seed)
-    indices = partition_indices(train.labels, num_partitions, partitioning, alpha, seed)[partition_id]
+    distinct = min(num_partitions, len(train.labels))
+    indices = partition_indices(train.labels, distinct, partitioning, alpha, seed)[partition_id % distinct]
     is_val = np.arange(len(indices)) % VALIDATION_EVERY == VALIDATION_EVERY - 1
     if is_val.all() or not is_val.any():  # too small to split: validate on what there is
         is_val[:] = False

@@ -46,9 +46,22 @@ def test_partition_and_test_set_are_disjoint_and_fixed():
     assert len(train_rows & {r.tobytes() for r in test.inputs}) < 5  # digits has a few duplicate images
 
 
+def test_more_nodes_than_samples_share_partitions_of_one_sample():
+    # 10,000 virtual SuperNodes on the digits' 1437 training samples: none is left without data.
+    train, _ = task._train_and_test(42)
+    samples = len(train.labels)
+    first, again = task.load_partition(0, 10_000)[0], task.load_partition(samples, 10_000)[0]
+    assert len(first) == 1 and np.array_equal(first.inputs, again.inputs)
+    last = task.load_partition(9_999, 10_000)[0]
+    assert len(last) == 1 and not np.array_equal(last.inputs, first.inputs)
+    with pytest.raises(ValueError, match="num-partitions must be between 1 and"):
+        task.partition_indices(train.labels, samples + 1, "iid", 0.5, 42)  # the split itself cannot
+
+
 @pytest.mark.parametrize(("bad", "message"), [
     ({"partition_id": 3, "num_partitions": 3}, "partition-id must be in"),
-    ({"partition_id": 0, "num_partitions": 5000}, "num-partitions must be between 1 and"),
+    ({"partition_id": 10000, "num_partitions": 10000}, "partition-id must be in"),
+    ({"partition_id": 0, "num_partitions": 0}, "partition-id must be in"),
     ({"partition_id": 0, "num_partitions": 2, "partitioning": "zipf"}, "partitioning must be"),
 ])
 def test_bad_partition_settings_are_clear_errors(bad, message):
