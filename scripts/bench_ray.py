@@ -105,7 +105,9 @@ def main() -> None:
     for setup in setups:
         try:
             start = setup.start()
-            results += [(setup.name, start, setup.run(nodes)) for nodes in SIZES]
+            for nodes in SIZES:
+                results.append((setup.name, start, setup.run(nodes)))
+                print(f"  {setup.name}, started in {start:.0f} s: {results[-1][2]}", file=sys.stderr, flush=True)
         finally:
             setup.down()
 
