@@ -155,7 +155,7 @@ class Federation:
         result = self.flwr("run", ".", "bench", "--stream", "--run-config",
                            f"num-server-rounds={ROUNDS} min-nodes={self.nodes} expected-nodes={self.nodes} "
                            f"min-replies={self.nodes} fraction-train=1.0 fraction-evaluate=1.0 node-wait-timeout=600 "
-                           "round-timeout=1200")
+                           "round-timeout=600")
         wall = time.monotonic() - run_started
         stop.set()
         watcher.join()
@@ -165,6 +165,9 @@ class Federation:
             if e["event"] == "round_summary":
                 rounds[e["server_round"]] = rounds.get(e["server_round"], 0.0) + e["duration_s"]
         ok = sum(e["event"] == "client_round" and e["status"] == "ok" for e in events)
+        out = sh("docker", "logs", superlink)
+        logged = (out.stdout + out.stderr).splitlines()
+        superlink_errors = Counter(e["event"].split("\n")[0][:120] for e in map(parse, logged) if e.get("level") == "error")
         outcomes = Counter(f"{e['status']}:{e.get('reason') or ''}" for e in events if e["event"] == "client_round")
         running = sh(*self.clients, "ps", "-q", env=self.client_env).stdout.split()
         exited = sh(*self.clients, "ps", "-a", "--status", "exited", "--format", "{{.Name}} {{.Status}}",
@@ -172,7 +175,7 @@ class Federation:
         node_memory = [memory(c) / MiB for c in running]
         steady = [rounds[r] for r in sorted(rounds)][1:] or list(rounds.values())
         return {"nodes": self.nodes, "completed": result.returncode == 0 and ok == self.nodes * ROUNDS * 2,
-                "replies_ok": ok, "outcomes": dict(outcomes), "exited": exited,
+                "replies_ok": ok, "outcomes": dict(outcomes), "exited": exited, "superlink_errors": dict(superlink_errors),
                 "run_tail": (result.stdout + result.stderr)[-600:] if result.returncode else "", "start_s": start_s, "round_s": statistics.fmean(steady) if steady else float("nan"),
                 "superlink_cpu": (cpu_seconds(superlink) - cpu[superlink]) / wall,
                 "gateway_cpu": (cpu_seconds(gateway) - cpu[gateway]) / wall,
@@ -182,6 +185,14 @@ class Federation:
     def down(self) -> None:
         sh(*self.clients, "down", "-v", "-t", "5", env=self.client_env, check=False, timeout=1200)
         sh(*self.server, "down", "-v", "-t", "5", env=self.server_env, check=False, timeout=600)
+
+
+def parse(line: str) -> dict:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return {}
+    return event if isinstance(event, dict) else {}
 
 
 def free_port() -> int:
@@ -232,7 +243,7 @@ def main() -> None:
         results.append(run(nodes))
         r = results[-1]
         print(f"  {nodes} SuperNodes: {'done' if r.get('completed') else 'not done'}; "
-              f"{ {k: v for k, v in r.items() if k not in ('outcomes', 'run_tail')} }", file=sys.stderr, flush=True)
+              f"{ {k: v for k, v in r.items() if k not in ('outcomes', 'run_tail', 'superlink_errors')} }", file=sys.stderr, flush=True)
         if not r.get("completed"):
             break  # where it broke
     print(f"one SuperLink, N SuperNode containers through the gateway (TLS, node keys), {ROUNDS} rounds, "
@@ -248,6 +259,8 @@ def main() -> None:
               f"{r['node_mean_mib']:>15.0f} / {r['node_max_mib']:.0f}")
         if not r["completed"]:
             print(f"        replies: {r['outcomes']}; exited: {r['exited'] or 'none'}; {r['run_tail']}")
+            for error, count in r["superlink_errors"].items():
+                print(f"        SuperLink error x{count}: {error}")
     done = [r for r in results if r.get("completed")]
     if len(done) > 1:
         first, last = done[0], done[-1]
