@@ -18,7 +18,6 @@ Usage (images built):  .venv/bin/python scripts/bench_ray.py
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -30,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_federation import ROOT, round_times  # noqa: E402
+from bench_federation import ROOT, events, round_times  # noqa: E402
 
 WORKERS = [int(n) for n in os.getenv("BENCH_RAY_WORKERS", "1 2 4").split()]
 SIZES = [int(n) for n in os.getenv("BENCH_RAY_NODES", "1000 10000").split()]
@@ -77,21 +76,13 @@ class Setup:
         superlink = sh(*self.compose, "ps", "-q", "superlink", env=self.env).stdout.strip()
         lines = sh("docker", "logs", "--since", since, superlink, env={}).stdout.splitlines()
         rounds = round_times(lines)  # round 1, 2, ..., N-1: from one `[ROUND n/N]` line to the next
-        spread = Counter(e.get("ray_node_ip", "?") for e in map(parse, lines) if e.get("event") == "client_round")
+        spread = Counter(e.get("ray_node_ip", "?") for e in events(lines) if e.get("event") == "client_round")
         return {"nodes": nodes, "first": rounds[0], "per_minute": 60 / statistics.fmean(rounds[1:]),
                 "wall": wall, "spread": "/".join(str(n) for _, n in sorted(spread.items()))}
 
     def down(self) -> None:
         subprocess.run([*self.compose, "down", "-v", "--timeout", "5"], cwd=ROOT, env={**os.environ, **self.env},
                        capture_output=True)
-
-
-def parse(line: str) -> dict:
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return {}
-    return event if isinstance(event, dict) else {}
 
 
 def main() -> None:

@@ -33,7 +33,8 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_federation import ROOT, events  # noqa: E402
 PUBLIC_NAME = "superlink.flowerdock.test"
 ROUNDS = 3
 MiB = 2**20
@@ -159,16 +160,16 @@ class Federation:
         wall = time.monotonic() - run_started
         stop.set()
         watcher.join()
-        events = [json.loads(line) for line in sh("docker", "logs", serverapp).stdout.splitlines() if line.startswith("{")]
+        run_events = events(sh("docker", "logs", serverapp).stdout.splitlines())
         rounds: dict[int, float] = {}
-        for e in events:
+        for e in run_events:
             if e["event"] == "round_summary":
                 rounds[e["server_round"]] = rounds.get(e["server_round"], 0.0) + e["duration_s"]
-        ok = sum(e["event"] == "client_round" and e["status"] == "ok" for e in events)
+        ok = sum(e["event"] == "client_round" and e["status"] == "ok" for e in run_events)
         out = sh("docker", "logs", superlink)
         logged = (out.stdout + out.stderr).splitlines()
-        superlink_errors = Counter(e["event"].split("\n")[0][:120] for e in map(parse, logged) if e.get("level") == "error")
-        outcomes = Counter(f"{e['status']}:{e.get('reason') or ''}" for e in events if e["event"] == "client_round")
+        superlink_errors = Counter(e["event"].split("\n")[0][:120] for e in events(logged) if e.get("level") == "error")
+        outcomes = Counter(f"{e['status']}:{e.get('reason') or ''}" for e in run_events if e["event"] == "client_round")
         running = sh(*self.clients, "ps", "-q", env=self.client_env).stdout.split()
         exited = sh(*self.clients, "ps", "-a", "--status", "exited", "--format", "{{.Name}} {{.Status}}",
                     env=self.client_env).stdout.strip().splitlines()
@@ -185,14 +186,6 @@ class Federation:
     def down(self) -> None:
         sh(*self.clients, "down", "-v", "-t", "5", env=self.client_env, check=False, timeout=1200)
         sh(*self.server, "down", "-v", "-t", "5", env=self.server_env, check=False, timeout=600)
-
-
-def parse(line: str) -> dict:
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return {}
-    return event if isinstance(event, dict) else {}
 
 
 def free_port() -> int:
