@@ -86,7 +86,10 @@ def clients_file(folder: Path, certs: Path, nodes: int) -> Path:
                   f"    extends: {{file: {ROOT}/tests/compose.host-gateway.yaml, service: supernode}}",
                   f"    environment: {{PARTITION_ID: '{n - 1}', NUM_PARTITIONS: '{nodes}'}}",
                   "    volumes: !override",
-                  f"      - {{type: bind, source: {certs}/supernode-{n}, target: /certs, read_only: true}}"]
+                  f"      - {{type: bind, source: {certs}/supernode-{n}, target: /certs, read_only: true}}",
+                  # Sites each probe their own SuperNode on their own host; N probes every 2 s
+                  # on this one would cost N x 0.05 cores (1.25 of 2 at N = 25) and starve the rest.
+                  "    healthcheck: {interval: 30s}"]
     lines += ["networks:", "  flower: {}"]
     path = folder / "clients.yaml"
     path.write_text("\n".join(lines) + "\n")
@@ -126,6 +129,22 @@ class Federation:
         except ValueError:
             return 0
 
+    def wait_until_finished(self, since: float) -> str:
+        """The run's last status from `flwr ls`: `flwr run --stream` returns, exit 0, at the first
+        error the Control API gives its stream, with the run still going."""
+        status = "unknown"
+        while time.monotonic() - since < 3 * 3600:
+            out = self.flwr("ls", "bench", "--format", "json").stdout
+            try:
+                runs = json.loads(out[out.index("{"):])["runs"]
+                status = max(runs, key=lambda r: r["pending-at"])["status"] if runs else status  # the one run
+            except (ValueError, KeyError):
+                pass  # the Control API failed this one: ask again
+            if status.startswith("finished"):
+                return status
+            time.sleep(5)
+        return status
+
     def container(self, compose: list[str], env: dict, service: str) -> str:
         return sh(*compose, "ps", "-q", service, env=env).stdout.split()[0]
 
@@ -157,6 +176,7 @@ class Federation:
                            f"num-server-rounds={ROUNDS} min-nodes={self.nodes} expected-nodes={self.nodes} "
                            f"min-replies={self.nodes} fraction-train=1.0 fraction-evaluate=1.0 node-wait-timeout=600 "
                            "round-timeout=600")
+        status = self.wait_until_finished(run_started)
         wall = time.monotonic() - run_started
         stop.set()
         watcher.join()
@@ -175,7 +195,8 @@ class Federation:
                     env=self.client_env).stdout.strip().splitlines()
         node_memory = [memory(c) / MiB for c in running]
         steady = [rounds[r] for r in sorted(rounds)][1:] or list(rounds.values())
-        return {"nodes": self.nodes, "completed": result.returncode == 0 and ok == self.nodes * ROUNDS * 2,
+        return {"nodes": self.nodes, "status": status,
+                "completed": status == "finished:completed" and ok == self.nodes * ROUNDS * 2,
                 "replies_ok": ok, "outcomes": dict(outcomes), "exited": exited, "superlink_errors": dict(superlink_errors),
                 "run_tail": (result.stdout + result.stderr)[-600:] if result.returncode else "", "start_s": start_s, "round_s": statistics.fmean(steady) if steady else float("nan"),
                 "superlink_cpu": (cpu_seconds(superlink) - cpu[superlink]) / wall,
@@ -251,7 +272,7 @@ def main() -> None:
               f"{r['superlink_cpu']:>17.2f}{r['superlink_peak_mib']:>10.0f}{r['gateway_cpu']:>15.2f}"
               f"{r['node_mean_mib']:>15.0f} / {r['node_max_mib']:.0f}")
         if not r["completed"]:
-            print(f"        replies: {r['outcomes']}; exited: {r['exited'] or 'none'}; {r['run_tail']}")
+            print(f"        run {r['status']}; replies: {r['outcomes']}; exited: {r['exited'] or 'none'}; {r['run_tail']}")
             for error, count in r["superlink_errors"].items():
                 print(f"        SuperLink error x{count}: {error}")
     done = [r for r in results if r.get("completed")]
