@@ -104,7 +104,7 @@ class Federation:
            "--nodes", str(nodes))
         self.fleet, self.control = free_port(), free_port()
         self.server_env = {"SERVER_CERTS_DIR": str(self.certs / "server"), "FLEET_PORT": str(self.fleet),
-                           "CONTROL_PORT": str(self.control), "RESTART": "no",
+                           "CONTROL_PORT": str(self.control), "RESTART": "no", "SUPERLINK_CPU_SHARES": "4096",
                            "FLEET_RATE_PER_CLIENT": f"{100 * nodes}r/s", "FLEET_BURST_PER_CLIENT": str(200 * nodes),
                            "FLEET_CONNECTIONS_PER_CLIENT": str(32 * nodes)}
         self.server = ["docker", "compose", "-p", f"fd-bench-server-{nodes}", "-f", "docker/compose.server.yaml"]
