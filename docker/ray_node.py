@@ -241,6 +241,8 @@ def supervise(role: str, command: list[str], program: list[str], fields: dict) -
     deadline = time.monotonic() + START_TIMEOUT_S
     while not started.wait(0.5) and ray.poll() is None and time.monotonic() < deadline:
         pass
+    if not started.is_set() and ray.poll() is not None:
+        reader.join(5)  # a `ray start` that said it joined, then ended: its last lines may still be in the pipe
     if not started.is_set():
         code = ray.poll()
         if code is None:

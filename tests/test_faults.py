@@ -71,10 +71,11 @@ class Federation(Project):
         events = self.logs("serverapp")
         return [e for e in events if run_id is None or e.get("run_id") == run_id]
 
-    def wait_for(self, predicate, timeout: float = 300, what: str = "event") -> dict:
+    def wait_for(self, predicate, timeout: float = 300, what: str = "event", after: int = 0) -> dict:
+        """The first ServerApp event past the first `after` (len(events()) before a submit: this run's) to match."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for event in self.events():
+            for event in self.events()[after:]:
                 if predicate(event):
                     return event
             time.sleep(1)
@@ -156,21 +157,22 @@ def kill_flower_process(container: str) -> None:
 def test_lost_nodes_never_stall_a_run_and_come_back(three_nodes):
     fed = three_nodes
     ids = {replica: fed.node_id(replica) for replica in (1, 2, 3)}
+    earlier = len(fed.events())  # lines of runs before this one: never taken for this run's
     run = fed.submit("num-server-rounds=5 expected-nodes=3 min-nodes=2 min-replies=2 "
                      "fraction-train=1.0 fraction-evaluate=1.0 straggler-timeout=10", background=True)
     try:
-        fed.wait_for(summary_of(1, "train"), what="round 1")
+        fed.wait_for(summary_of(1, "train"), what="round 1", after=earlier)
         killed_at = time.monotonic()
         sh("docker", "kill", fed.container(3))                      # a crashed host
-        fed.wait_for(summary_of(1, "evaluate"), what="round 1's evaluation without node 3")
+        fed.wait_for(summary_of(1, "evaluate"), what="round 1's evaluation without node 3", after=earlier)
         loss_to_round = time.monotonic() - killed_at
-        after_loss = fed.wait_for(summary_of(2, "train"), what="round 2 without node 3")
+        after_loss = fed.wait_for(summary_of(2, "train"), what="round 2 without node 3", after=earlier)
         # At once, while evaluate 2 is under way: a warm ClientApp replies within 3 s.
         kill_flower_process(fed.container(1))                       # a process dies mid-round (evaluate 2)
         sh("docker", "start", fed.container(3))                     # the host is back
-        fed.wait_for(summary_of(3, "train"), what="round 3")
+        fed.wait_for(summary_of(3, "train"), what="round 3", after=earlier)
         sh("docker", "pause", fed.container(2))                     # a frozen host, for one phase
-        fed.wait_for(summary_of(3, "evaluate"), what="round 3 without node 2")
+        fed.wait_for(summary_of(3, "evaluate"), what="round 3 without node 2", after=earlier)
         sh("docker", "unpause", fed.container(2))
         output, _ = run.communicate(timeout=600)
     finally:
@@ -234,10 +236,10 @@ def test_a_dead_fork_server_costs_speed_not_replies(three_nodes):
     fed = three_nodes
     container = fed.container(2)
     ready_before = len(container_events(container, "forkserver_ready"))
+    earlier = len(fed.events())
     run = fed.submit("num-server-rounds=3 fraction-train=1.0 fraction-evaluate=1.0", background=True)
     try:
-        fed.wait_for(lambda e: e["event"] == "run_started" and e["config"]["num-server-rounds"] == 3,
-                     what="the run's start")
+        fed.wait_for(lambda e: e["event"] == "run_started", what="the run's start", after=earlier)
         kill_process(container, "clientapp_forkserver.py")  # the warm launcher's server, mid-run
         output, _ = run.communicate(timeout=600)
     finally:

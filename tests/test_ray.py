@@ -225,7 +225,7 @@ def test_a_worker_killed_mid_run_stops_the_run_with_a_clear_reason(cluster, firs
     assert victim_ip in failed["reason"] and "runs on the Ray workers that remain" in failed["reason"]
     rounds = [e for e in events if e["event"] == "client_round"]
     last = max(e["server_round"] for e in rounds)
-    assert 3 < last < 200  # it went on after the kill, then stopped
+    assert last < 200  # it stopped (that it went on after the kill: `after`, below, by time)
     # Logged after the kill (a few seconds' grace for replies the victim had sent before it): on the
     # survivor, or failed or missing because of the lost node, nothing else. (The round the kill
     # fell in depends on the machine's pace: by time, not by round.)
