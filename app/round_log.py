@@ -7,12 +7,14 @@
                    missing   no reply: the node is lost, or did not answer in time.
   round_summary  one per round and phase: counts, timings, aggregated metrics.
   round_skipped  a train round that kept the previous global model, and why.
+  round_rejected a train round whose aggregate the model guard refused (app/model_guard.py).
+  node_excluded  a node left out of sampling for the rest of the run (app/node_record.py).
 """
 
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from flwr.app import Message, MetricRecord
@@ -53,6 +55,7 @@ class Outcome:
     reason: str | None = None
     error: str | None = None
     screened: Screened | None = None
+    clipped: dict[str, float | int] = field(default_factory=dict)  # app/bounding.py: what was cut, if anything
 
     @classmethod
     def from_error(cls, reply: Message) -> Outcome:
@@ -84,6 +87,8 @@ def log_client_round(run_id: int, server_round: int, phase: str, outcome: Outcom
     fields.update({k: v for k, v in asdict(screened.meta).items() if v is not None}, metrics=screened.metrics)
     if screened.update_norm is not None:
         fields.update(update_norm=screened.update_norm, update_distance=screened.update_distance)
+    if outcome.clipped:
+        fields["clipped"] = outcome.clipped
     log.info("client_round", **fields)
 
 

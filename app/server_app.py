@@ -2,9 +2,11 @@
 evaluates the global model on the server's held-out digits (unless run config
 server-test-set="none"), and saves it.
 
-A run that cannot succeed fails: no quorum of nodes within `node-wait-timeout`, a
-non-finite aggregate, or no round that updated the model. It logs `run_failed`
-with the reason and raises, so Flower ends the run as `finished:failed`.
+A run that cannot succeed, or did not, fails: no quorum of nodes within
+`node-wait-timeout`, a non-finite aggregate, no round that updated the model, most
+rounds rejected by the model guard, or a final model less accurate on the server's
+test set than the starting one. It logs `run_failed` with the reason and raises, so
+Flower ends the run as `finished:failed` (and `submit`, `make federation` exit 1).
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from app import task
 from flowerdock_logging import configure_logging, get_logger
+from app.model_guard import ModelGuard, Score
 from app.quorum import QuorumGrid, RunFailed, WaitPolicy
-from app.strategy import build_strategy
+from app.aggregators import build_strategy
 
 configure_logging()  # again here: JSON even where flowerdock_logging.pth is not installed
 app = ServerApp()
@@ -45,7 +49,7 @@ def sampling(config) -> dict[str, float | int]:
             "min_train_nodes": sampled, "min_evaluate_nodes": sampled, "min_available_nodes": min_nodes}
 
 
-def strategy_from(config, run_id: int):
+def strategy_from(config, run_id: int, guard: ModelGuard | None = None):
     return build_strategy(
         str(config["strategy"]),
         run_id=run_id,
@@ -55,6 +59,10 @@ def strategy_from(config, run_id: int):
         min_replies=int(config["min-replies"]),
         max_examples=int(config["max-examples"]),
         outlier_factor=float(config["outlier-factor"]),
+        min_cosine=float(config["min-cosine"]),
+        clip_factor=float(config["clip-factor"]),
+        exclude_after=int(config["exclude-after"]),
+        guard=guard,
         server_learning_rate=float(config["server-learning-rate"]),
         trimmed_beta=float(config["trimmed-beta"]),
         num_malicious=int(config["num-malicious"]),
@@ -69,6 +77,26 @@ def wait_policy(config) -> WaitPolicy:
                       poll_interval=float(config["poll-interval"]))
 
 
+def check_outcome(result, rounds: int, aggregated: int, rejected: int, majority: float | None = None) -> None:
+    """Raise `RunFailed` for a run that must not be called completed.
+
+    `majority`: the accuracy of always answering the test set's most common label; a final
+    model no better than that has learned nothing, whatever it started from."""
+    if rejected > rounds / 2:
+        raise RunFailed(f"the model guard rejected {rejected} of {rounds} rounds' aggregates (round_rejected "
+                        "lines name the updates that pulled furthest): the federation did not train the model")
+    if aggregated == 0:
+        raise RunFailed(f"none of the {rounds} rounds aggregated an update (every round was skipped: "
+                        "see the round_skipped and client_round lines for why)")
+    start, final = (result.evaluate_metrics_serverapp.get(r) for r in (0, rounds))
+    if start is not None and final is not None and final["accuracy"] < start["accuracy"]:
+        raise RunFailed(f"the final model's accuracy on the server's test set, {final['accuracy']:.4f}, is below "
+                        f"the starting model's {start['accuracy']:.4f}: the run made the model worse")
+    if majority is not None and final is not None and final["accuracy"] <= majority:
+        raise RunFailed(f"the final model's accuracy on the server's test set, {final['accuracy']:.4f}, is no better "
+                        f"than always answering its most common label ({majority:.4f}): the model learned nothing")
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     try:
@@ -80,19 +108,27 @@ def main(grid: Grid, context: Context) -> None:
 
 def run(grid: Grid, context: Context) -> None:
     config, run_id = context.run_config, context.run_id
-    strategy = strategy_from(config, run_id)
     test_set = task.load_test_set(config)
 
-    def evaluate_global(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+    def score(arrays: ArrayRecord) -> Score:
         net = task.build_model(config)
         net.load_state_dict(arrays.to_torch_state_dict())
         loss, accuracy, _ = task.evaluate(net, test_set)
+        return Score(loss, accuracy)
+
+    def evaluate_global(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        result = score(arrays)
         log.info("global_evaluation", run_id=run_id, server_round=server_round,
-                 loss=loss, accuracy=accuracy, examples=len(test_set))
-        return MetricRecord({"loss": loss, "accuracy": accuracy})
+                 loss=result.loss, accuracy=result.accuracy, examples=len(test_set))
+        return MetricRecord({"loss": result.loss, "accuracy": result.accuracy})
+
+    guard = ModelGuard(run_id, score if test_set is not None else None, float(config["guard-tolerance"]))
+    strategy = strategy_from(config, run_id, guard)
 
     log.info("run_started", run_id=run_id, config=dict(config))
+    guard.announce()
     rounds = int(config["num-server-rounds"])
+    torch.manual_seed(int(config["seed"]))  # the same starting model for the same seed: runs compare
     result = strategy.start(
         grid=QuorumGrid(grid, wait_policy(config)),
         initial_arrays=ArrayRecord(task.build_model(config).state_dict()),
@@ -100,9 +136,9 @@ def run(grid: Grid, context: Context) -> None:
         timeout=float(config["round-timeout"]),
         evaluate_fn=evaluate_global if test_set is not None else None,
     )
-    if strategy.rounds_aggregated == 0:
-        raise RunFailed(f"none of the {rounds} rounds aggregated an update (every round was skipped: "
-                        "see the round_skipped and client_round lines for why)")
+    strategy.records.log_records()
+    majority = float(np.bincount(test_set.labels).max() / len(test_set)) if test_set is not None else None
+    check_outcome(result, rounds, strategy.rounds_aggregated, guard.rounds_rejected, majority)
     # A folder per run: runs never overwrite each other's model.
     path = Path(os.getenv("APP_OUTPUT_DIR", "outputs")) / f"run-{run_id}" / str(config["model-path"])
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,23 +1,27 @@
 """The strategy layer: every reply screened and logged, then aggregated by Flower.
 
-`ScreenedStrategy` wraps any Flower strategy (FedAvg, FedAdagrad, and the robust
-FedMedian, FedTrimmedAvg, Krum, MultiKrum, Bulyan). Per round and phase:
+`ScreenedStrategy` wraps any Flower strategy (app/aggregators.py: FedAvg, FedAdagrad,
+and the robust FedMedian, FedTrimmedAvg, Krum, MultiKrum, Bulyan). Per round and phase:
 
-  configure  wait, bounded, for a quorum of connected nodes (app/quorum.py), then
-             let the base strategy sample among them;
-  screen     judge every reply (app/screening.py); with an outlier rule, reject
-             updates far from the round's median distance;
+  configure  wait, bounded, for a quorum of connected nodes (app/quorum.py), leave
+             out the nodes excluded for their record (app/node_record.py), then
+             let the base strategy sample among the rest;
+  screen     judge every reply alone (app/screening.py), then each update against
+             its round's others: far from the median distance, or pointing away
+             from them (app/round_screening.py); bound what is left in distance
+             and weight (app/bounding.py);
   log        one `client_round` line per node asked (app/round_log.py);
   aggregate  the accepted replies only. Fewer than `min_replies` accepted train
              replies, an aggregator that declines, or an exception in screening or
              aggregation: `round_skipped`, and the previous global model stays.
              A non-finite aggregate raises `RunFailed`: a run never completes
              with a broken model.
+  guard      an aggregate that makes the model markedly worse on the server's test
+             set is not adopted (app/model_guard.py): `round_rejected`.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -25,9 +29,12 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Bulyan, FedAdagrad, FedAvg, FedMedian, FedTrimmedAvg, Krum, MultiKrum
 
+from app.bounding import UpdateBound
+from app.model_guard import ModelGuard, furthest
+from app.node_record import NodeRecords
 from app.quorum import RunFailed, wait_for_nodes
+from app.round_screening import reject_far, reject_opposed
 from app.round_log import EVALUATE, TRAIN, Outcome, log_client_round, log_round_skipped, log_round_summary
 from app.screening import Rejected, bounded, decode_global, screen_evaluate, screen_train
 
@@ -45,6 +52,10 @@ class ScreenedStrategy:
         min_replies: int = 1,
         max_examples: int = 1_000_000,
         outlier_factor: float = 0.0,
+        min_cosine: float = -1.0,
+        clip_factor: float = 0.0,
+        exclude_after: int = 0,
+        guard: ModelGuard | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -54,9 +65,13 @@ class ScreenedStrategy:
         self.node_wait_timeout = node_wait_timeout
         self.min_replies = min_replies
         self.max_examples = max_examples
-        self.outlier_factor = outlier_factor
+        self.outlier_factor, self.min_cosine = outlier_factor, min_cosine
+        self.bound = UpdateBound(clip_factor, self.weighted_by_key)
+        self.records = NodeRecords(run_id, exclude_after)
+        self.guard = guard or ModelGuard(run_id, None, 1.0)
         self.rounds_aggregated = 0
         self._global: dict[str, np.ndarray] = {}
+        self._current: ArrayRecord | None = None  # the global model this round started from
         self._started: dict[str, float] = {}
         self._sampled: dict[str, int] = {}
 
@@ -65,7 +80,7 @@ class ScreenedStrategy:
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        self._global = decode_global(arrays)
+        self._global, self._current = decode_global(arrays), arrays
         connected = self._connected_nodes(grid, first=server_round == 1)
         return self._remember(TRAIN, super().configure_train(server_round, arrays, config, connected))
 
@@ -80,6 +95,11 @@ class ScreenedStrategy:
         wanted = max(self.expected_nodes, quorum) if first else quorum
         nodes = wait_for_nodes(grid, wanted=wanted, quorum=quorum, run_id=self.run_id,
                                timeout=self.node_wait_timeout)
+        if excluded := self.records.excluded & set(nodes):
+            nodes = [node for node in nodes if node not in excluded]
+            if len(nodes) < quorum:
+                raise RunFailed(f"{len(excluded)} node(s) excluded for their record (node_excluded lines) "
+                                f"leave {len(nodes)} connected, fewer than the quorum of {quorum} (min-nodes)")
         # The base strategy samples from this snapshot, so Flower's unbounded wait in
         # `sample_nodes` always finds its minimum there.
         return _Connected(grid, nodes)
@@ -109,7 +129,12 @@ class ScreenedStrategy:
                                       f"{type(self).__name__} returned no model from {len(accepted)} replies")
                 else:
                     _check_finite(arrays, server_round)
-                    self.rounds_aggregated += 1
+                    if self.guard.admits(server_round, arrays, self._current, outcomes):
+                        self.rounds_aggregated += 1
+                    else:
+                        arrays = None
+                        for outcome, _ in furthest(outcomes, count=1):
+                            self.records.strike(outcome.node_id, server_round, "furthest_in_rejected_round")
         except RunFailed:
             raise
         except Exception as exc:  # noqa: BLE001 - one bad round must never end the run
@@ -137,10 +162,13 @@ class ScreenedStrategy:
 
     def _screen(self, server_round: int, phase: str, replies: Iterable[Message]) -> list[Outcome]:
         outcomes = [self._judge(reply, phase) for reply in replies]
-        if phase == TRAIN and self.outlier_factor > 0:
-            _reject_outliers(outcomes, self.outlier_factor)
+        if phase == TRAIN:
+            reject_far(outcomes, self.outlier_factor)
+            reject_opposed(outcomes, self._global, self.min_cosine)
+            self.bound.apply(outcomes, self._global)
         for outcome in outcomes:
             log_client_round(self.run_id, server_round, phase, outcome)
+        self.records.note(server_round, phase, outcomes)
         return outcomes
 
     def _judge(self, reply: Message, phase: str) -> Outcome:
@@ -179,22 +207,6 @@ class _Connected:
         return getattr(self._grid, name)
 
 
-def _reject_outliers(outcomes: list[Outcome], factor: float) -> None:
-    """Reject updates farther from the global model than `factor` x the round's median.
-
-    Needs three accepted updates: with two, the median is their mean and cannot
-    tell which one is off.
-    """
-    accepted = [o for o in outcomes if o.status == "ok"]
-    if len(accepted) < 3:
-        return
-    median = statistics.median(o.screened.update_distance for o in accepted)
-    for outcome in accepted:
-        if outcome.screened.update_distance > factor * median:
-            outcome.reject("outlier_update", f"update distance {outcome.screened.update_distance:.4g} is over "
-                                             f"{factor:g} x the round's median {median:.4g}")
-
-
 def _stop_if_a_ray_actor_died(server_round: int, phase: str, outcomes: list[Outcome]) -> None:
     """A Ray node lost mid-run (simulation runtime only): Flower 1.42's actor pool keeps the
     dead actor and hands it a share of every later round's clients, each failing at once
@@ -213,67 +225,3 @@ def _check_finite(arrays: ArrayRecord, server_round: int) -> None:
         if not np.isfinite(array.numpy()).all():
             raise RunFailed(f"round {server_round}: the aggregated model's array {name!r} holds NaN or "
                             "infinite values; the run stops rather than go on with a broken model")
-
-
-class ScreenedFedAvg(ScreenedStrategy, FedAvg):
-    """FedAvg: the example-weighted mean (no protection against a lying client)."""
-
-
-class ScreenedFedAdagrad(ScreenedStrategy, FedAdagrad):
-    """FedAdagrad: adaptive server learning rate (no protection against a lying client)."""
-
-
-class ScreenedFedMedian(ScreenedStrategy, FedMedian):
-    """Coordinate-wise median: tolerates a minority of arbitrary updates."""
-
-
-class ScreenedFedTrimmedAvg(ScreenedStrategy, FedTrimmedAvg):
-    """Coordinate-wise mean without the `trimmed-beta` share of extremes on each side."""
-
-
-class ScreenedKrum(ScreenedStrategy, Krum):
-    """The one update closest to its neighbours; needs more than 2f + 2 updates."""
-
-
-class ScreenedMultiKrum(ScreenedStrategy, MultiKrum):
-    """The mean of the `krum-select` updates that Krum ranks best."""
-
-
-class ScreenedBulyan(ScreenedStrategy, Bulyan):
-    """Krum selection, then a trimmed mean; needs at least 4f + 3 updates."""
-
-
-STRATEGIES: dict[str, type[ScreenedStrategy]] = {
-    "fedavg": ScreenedFedAvg,
-    "fedadagrad": ScreenedFedAdagrad,
-    "fedmedian": ScreenedFedMedian,
-    "fedtrimmedavg": ScreenedFedTrimmedAvg,
-    "krum": ScreenedKrum,
-    "multikrum": ScreenedMultiKrum,
-    "bulyan": ScreenedBulyan,
-}
-
-
-def build_strategy(
-    name: str,
-    *,
-    server_learning_rate: float = 0.1,
-    trimmed_beta: float = 0.2,
-    num_malicious: int = 1,
-    krum_select: int = 2,
-    **kwargs: Any,
-) -> ScreenedStrategy:
-    """The strategy named in the run config, with only the options it takes."""
-    try:
-        cls = STRATEGIES[name.lower()]
-    except KeyError:
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {name!r}") from None
-    if issubclass(cls, FedAdagrad):
-        kwargs["eta"] = server_learning_rate
-    if issubclass(cls, FedTrimmedAvg):
-        kwargs["beta"] = trimmed_beta
-    if issubclass(cls, (MultiKrum, Bulyan)):  # Krum is a MultiKrum that selects one
-        kwargs["num_malicious_nodes"] = num_malicious
-    if cls is ScreenedMultiKrum:
-        kwargs["num_nodes_to_select"] = krum_select
-    return cls(**kwargs)

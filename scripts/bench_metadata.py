@@ -25,7 +25,7 @@ from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 from flowerdock_logging import configure_logging  # noqa: E402
 from app.metadata import TrainProcessMetadata, decode, encode, from_content, to_config_record  # noqa: E402
 from app.round_log import log_client_round  # noqa: E402
-from app.strategy import build_strategy  # noqa: E402
+from app.aggregators import build_strategy  # noqa: E402
 from app.models import Net  # noqa: E402
 
 

@@ -8,7 +8,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, Re
 
 from app.metadata import EvaluateProcessMetadata, TrainProcessMetadata, to_config_record
 from app.quorum import RunFailed
-from app.strategy import STRATEGIES, ScreenedFedAdagrad, ScreenedStrategy, build_strategy
+from app.aggregators import STRATEGIES, ScreenedFedAdagrad, build_strategy
+from app.strategy import ScreenedStrategy
 from tests.conftest import json_lines, server_identity
 
 RUN_ID = 4242
@@ -210,7 +211,8 @@ def test_the_outlier_rule_rejects_a_scaled_update(capsys):
     assert {lines[n]["status"] for n in (1, 2, 3)} == {"ok"}
 
 
-def test_the_outlier_rule_is_off_by_default(capsys):
+def test_with_every_defence_at_zero_a_scaled_update_moves_the_mean(capsys):
+    # The layer's own defaults are off; the product's are the run config's (pyproject.toml).
     strategy = started(make(), nodes=(1, 2, 3))
     arrays, _ = strategy.aggregate_train(1, [train_reply(1, 1.0), train_reply(2, 1.0), train_reply(3, 1e6)])
     assert arrays.to_numpy_ndarrays()[0][0, 0] > 1e5
