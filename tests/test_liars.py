@@ -1,21 +1,32 @@
 """Participants that lie, against the real compose federation (tests/test_faults.py's).
 
-5 SuperNodes kept up for both runs, in a module of their own so that the 3-node
+5 SuperNodes kept up for every run, in a module of their own so that the 3-node
 federation of test_faults.py is down by then (an idle federation costs this machine a
 third of a core): a run in which every reply is bad fails loudly; the SuperLink
 restarted (the run stays listed, the nodes rejoin); then a run in which two ClientApps
 send NaN, Inf, lying shapes, dtypes and encodings, absurd example counts and updates
 scaled x1e6, every one rejected with its reason while the model still learns.
+
+Then liars whose updates pass screening (tests/rogue_app/rogue_client.py), against
+the default run config (pyproject.toml): a site that sends sign-flipped and boosted
+updates is rejected, excluded, and the model holds; on Dirichlet partitions a site
+whose data is poisoned (flipped labels) and that sign-flips at honest size; two
+colluders; every other selectable aggregator behind the same defences against the
+sign-flipper; and the same flipper with the defences off, which ends
+`finished:failed` because the model learned nothing.
 """
 
 from __future__ import annotations
 
+import tomllib
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
+from app.aggregators import STRATEGIES
 from tests import rogue_app as rogue_app_dir
+from tests.conftest import ROOT
 from tests.test_faults import Federation, client_rounds, outcome, running
 
 pytestmark = pytest.mark.docker
@@ -34,7 +45,7 @@ def rogue_app(tmp_path_factory) -> Path:
 
 # Federated evaluation off (the server evaluates the model): half the ClientApp starts.
 BASE = ("num-server-rounds=3 expected-nodes=5 min-nodes=3 min-replies=2 fraction-train=1.0 "
-        "fraction-evaluate=0 outlier-factor=10")
+        "fraction-evaluate=0 outlier-factor=10 exclude-after=0")  # every liar asked every round
 # Partitions 0 and 1 lie in every round, each round differently.
 ATTACKS = {"0": ["nan", "shape", "scale"], "1": ["inf", "examples", "dtype"]}
 EXPECTED_REASON = {"nan": "array_nonfinite", "inf": "array_nonfinite", "shape": "array_shape",
@@ -96,3 +107,101 @@ def test_liars_are_rejected_and_a_restarted_superlink_keeps_its_runs(five_nodes,
     # the data), never near chance (0.1) or NaN, where FedAvg with their updates would. (A
     # clean run's accuracy next to it: make bench-faults, docs/figures.md.)
     assert lying_accuracy > 0.85
+
+
+# --- liars that pass screening, against the defaults ------------------------------------------
+
+DEFAULTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+# The run config of compose.yaml's submit, with the server's evaluation alone, and no
+# defence named: what a deployment runs unless it changes them.
+FIVE = "expected-nodes=5 min-nodes=3 min-replies=2 fraction-train=1.0 fraction-evaluate=0"
+NO_DEFENCES = "outlier-factor=0 min-cosine=-1 clip-factor=0 guard-tolerance=1.0 exclude-after=0"
+
+
+def run_of(fed: Federation, run_config: str, rogue_app: Path) -> tuple[dict, list[dict]]:
+    result = fed.submit(run_config, rogue_app)
+    line = outcome(result)
+    return line, fed.events(line["run_id"])
+
+
+def partitions(fed: Federation) -> dict[str, int]:
+    return {fed.node_id(replica): replica - 1 for replica in range(1, 6)}  # compose.yaml's rule
+
+
+def of_event(events: list[dict], name: str) -> list[dict]:
+    return [e for e in events if e["event"] == name]
+
+
+def test_a_site_that_flips_and_boosts_its_update_is_rejected_excluded_and_the_model_holds(five_nodes, rogue_app):
+    fed = five_nodes
+    liar = {p: node for node, p in partitions(fed).items()}[0]
+    line, events = run_of(fed, f'num-server-rounds=3 {FIVE} attacks="0=flip/boost/heavy"', rogue_app)
+    assert line["status"] == "finished:completed", fed.timeline()[-3000:]
+    lines = client_rounds(events)
+    exclude_after = int(DEFAULTS["exclude-after"])
+    for server_round in range(1, exclude_after + 1):  # sent every round until its record excludes it
+        rejected = lines[(server_round, "train", liar)]
+        assert (rejected["status"], rejected["reason"]) == ("rejected", "outlier_update"), rejected
+    [excluded] = of_event(events, "node_excluded")
+    assert (excluded["node_id"], excluded["server_round"]) == (liar, exclude_after)
+    later = [s for s in of_event(events, "round_summary") if s["server_round"] > exclude_after]
+    assert later and {s["sampled"] for s in later} == {4}  # never asked again
+    assert not [key for key in lines if key[2] == liar and key[0] > exclude_after]
+    [record] = [r for r in of_event(events, "node_record") if r["node_id"] == liar]
+    assert record["excluded_after_round"] == exclude_after and len(record["strikes"]) == exclude_after
+    honest = [r for r in of_event(events, "node_record") if r["node_id"] != liar]
+    assert len(honest) == 4 and all(r["strikes"] == [] for r in honest)
+    accuracy = final_accuracy(fed, line["run_id"])
+    print(f"\ndefault, IID, one flipping/boosting site of 5: accuracy {accuracy:.4f}")
+    assert accuracy >= 0.85
+
+
+def test_on_dirichlet_partitions_a_poisoned_site_costs_little_more_than_its_absence(five_nodes, rogue_app):
+    # Dirichlet partitions: a site may hold most of a label's examples, and no defence can put back
+    # the data of a site whose updates it refuses. So the bar is the same run without that site.
+    fed = five_nodes
+    dirichlet = f'num-server-rounds=3 {FIVE} partitioning="dirichlet"'
+    absent, _ = run_of(fed, f'{dirichlet} attacks="0=absent"', rogue_app)
+    line, events = run_of(fed, f'{dirichlet} attacks="0=labelflip/flip1/labelflip"', rogue_app)
+    assert (absent["status"], line["status"]) == ("finished:completed", "finished:completed"), fed.timeline()[-3000:]
+    without, accuracy = final_accuracy(fed, absent["run_id"]), final_accuracy(fed, line["run_id"])
+    print(f"\ndefault, Dirichlet: without site 0 {without:.4f}; site 0 with flipped labels, then a "
+          f"sign-flip of honest size: {accuracy:.4f}")
+    assert accuracy >= without - 0.05
+
+
+def test_two_colluders_sending_one_update_are_bounded(five_nodes, rogue_app):
+    fed = five_nodes
+    line, events = run_of(fed, f'num-server-rounds=3 {FIVE} attacks="0=collude 1=collude"', rogue_app)
+    accuracy = final_accuracy(fed, line["run_id"]) if line["status"] == "finished:completed" else None
+    print(f"\ndefault, IID, two colluders of 5: {line['status']}, accuracy {accuracy}")
+    # Two of five can move a median-based bound: the model must hold, or the run must say it failed.
+    assert (line["status"], accuracy is not None and accuracy >= 0.85) in (("finished:completed", True),
+                                                                           ("finished:failed", False))
+
+
+@pytest.mark.parametrize("strategy", sorted(set(STRATEGIES) - {DEFAULTS["strategy"]}))
+def test_every_other_aggregator_gets_the_same_defences_against_the_flipper(five_nodes, rogue_app, strategy):
+    # The default aggregator is the first test's. Accuracy per aggregator and attack: make bench-faults.
+    fed = five_nodes
+    liar = {p: node for node, p in partitions(fed).items()}[0]
+    line, events = run_of(fed, f'num-server-rounds=2 {FIVE} strategy="{strategy}" attacks="0=flip"', rogue_app)
+    lines = client_rounds(events)
+    assert (lines[(1, "train", liar)]["status"], lines[(1, "train", liar)]["reason"]) == ("rejected", "outlier_update")
+    if line["status"] == "finished:failed":  # Bulyan needs 4f + 3 = 7 updates: every round declined, and said
+        [failed] = of_event(events, "run_failed")
+        assert strategy == "bulyan" and "none of the 2 rounds aggregated an update" in failed["reason"]
+        return
+    accuracy = final_accuracy(fed, line["run_id"])
+    print(f"\n{strategy}, one flipper of 5, 2 rounds: accuracy {accuracy:.4f}")
+    # Completed: it learned (better than the test set's most common label) and got no worse than it started.
+    assert line["status"] == "finished:completed"
+
+
+def test_without_the_defences_the_flipper_wrecks_the_model_and_the_run_says_failed(five_nodes, rogue_app):
+    fed = five_nodes
+    result = fed.submit(f'num-server-rounds=3 {FIVE} strategy="fedavg" {NO_DEFENCES} attacks="0=flip"', rogue_app)
+    line = outcome(result)
+    assert result.returncode != 0 and line["status"] == "finished:failed"
+    [failed] = of_event(fed.events(line["run_id"]), "run_failed")
+    assert "the model learned nothing" in failed["reason"] or "is below the starting model's" in failed["reason"]

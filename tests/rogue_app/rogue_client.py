@@ -7,19 +7,36 @@ clientapp is `rogue_client:app`), so the images and the real app stay honest.
 Run config `attacks`: "PARTITION=ATTACK/ATTACK/... PARTITION=..."; a node runs
 the attack at position (round - 1) modulo the list's length, "none" for an
 honest round. Nodes not named are honest.
+
+The attacks that pass screening (finite, the right names, shapes and dtypes, honest
+metadata), the ones a robust default must bound:
+  boost     its honest update x BOOST (model replacement)
+  flip      its honest update turned into a step the other way, x BOOST
+  flip1     the same the other way at the honest size (no norm check sees it)
+  noise     Gaussian noise of the honest weights' mean and spread, in place of the model
+  labelflip trained honestly on its data with every label y as (classes - 1 - y)
+  collude   every party that runs it sends the very same update: the output layer's
+            bias for class 0 raised by COLLUDE_BIAS (every prediction pushed to 0)
+  heavy     its flipped update, claiming MAX_CLAIM examples (a weighted mean's share)
+And one that is no attack: `absent`, a ClientApp that fails every time, so that the site's
+data is missing from the model (what the best defence against a liar can reach).
 """
 
 from __future__ import annotations
 
 import io
+from unittest import mock
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from app import client_app
+from app import client_app, task
 
 app = ClientApp()
+BOOST = 10.0
+COLLUDE_BIAS = 50.0
+MAX_CLAIM = 100_000
 
 
 def _npy(value: np.ndarray) -> bytes:
@@ -52,8 +69,41 @@ ATTACKS = {
 }
 
 
+def _step(sent: ArrayRecord, trained: ArrayRecord, factor: float) -> ArrayRecord:
+    """sent + factor x (trained - sent), array by array, in each array's dtype."""
+    stepped = {}
+    for key, array in trained.items():
+        value, start = array.numpy(), sent[key].numpy()
+        stepped[key] = Array((start + factor * (value - start)).astype(start.dtype)) if start.dtype.kind == "f" else array
+    return ArrayRecord(stepped)
+
+
+def _collude(sent: ArrayRecord) -> ArrayRecord:
+    """The same update from everyone who sends it: the last bias (the output layer's) raised for class 0."""
+    items = {k: v.numpy().copy() for k, v in sent.items()}
+    last_bias = [k for k, v in items.items() if k.endswith("bias") and v.ndim == 1][-1]
+    items[last_bias][0] += COLLUDE_BIAS
+    return ArrayRecord({k: Array(v) for k, v in items.items()})
+
+
+UPDATE_ATTACKS = {  # (the model sent, the honestly trained reply's arrays, metrics) -> (arrays, metrics)
+    "boost": lambda g, a, m: (_step(g, a, BOOST), m),
+    "flip": lambda g, a, m: (_step(g, a, -BOOST), m),
+    "flip1": lambda g, a, m: (_step(g, a, -1.0), m),
+    "collude": lambda g, a, m: (_collude(g), m),
+    "heavy": lambda g, a, m: (_step(g, a, -BOOST), {**m, "num-examples": MAX_CLAIM}),
+}
+
+
+def _flipped_labels(context: Context):
+    """This node's own data with every label y read as (classes - 1 - y): poisoned data, honest code."""
+    trainset, valset = task.load_local_data(context.node_config, context.run_config)
+    classes = int(context.run_config["num-classes"])
+    return task.Split(trainset.inputs, (classes - 1 - trainset.labels).astype(trainset.labels.dtype)), valset
+
+
 def _noise_like(values: np.ndarray) -> np.ndarray:
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(values.size)  # the same draw for the same model: runs compare
     return rng.normal(values.mean(), values.std() + 1e-3, values.shape).astype(values.dtype)
 
 
@@ -69,11 +119,20 @@ def attack_for(context: Context, server_round: int) -> str:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    reply = client_app.train(msg, context)
     attack = attack_for(context, int(msg.content["config"]["server-round"]))
+    if attack == "absent":
+        raise RuntimeError("this site takes no part (attack 'absent')")
+    if attack == "labelflip":
+        with mock.patch.object(client_app, "_local_data", _flipped_labels):
+            return client_app.train(msg, context)
+    sent = ArrayRecord({k: Array(v.numpy().copy()) for k, v in msg.content["arrays"].items()})
+    reply = client_app.train(msg, context)
     if attack == "none":
         return reply
-    arrays, metrics = ATTACKS[attack](reply.content["arrays"], dict(reply.content["metrics"]))
+    if attack in UPDATE_ATTACKS:
+        arrays, metrics = UPDATE_ATTACKS[attack](sent, reply.content["arrays"], dict(reply.content["metrics"]))
+    else:
+        arrays, metrics = ATTACKS[attack](reply.content["arrays"], dict(reply.content["metrics"]))
     content = RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics),
                           "train_metadata": reply.content["train_metadata"]})
     return Message(content=content, reply_to=msg)
