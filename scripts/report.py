@@ -1,6 +1,7 @@
 """Report on a run from its JSON lines: per round and per client, training time,
-convergence, losses, stragglers and rejected payloads; a table in the terminal
-and, with --png, a chart.
+convergence, losses, stragglers, rejected payloads, clipped updates and rejected
+rounds; then each node's record (strikes, exclusion); a table in the terminal and,
+with --png, a chart.
 
 Reads any mix of: files of JSON Lines (the aggregator's store, a saved log),
 `docker compose logs` output (service prefixes and escape codes are skipped), or
@@ -42,6 +43,8 @@ class Run:
     clients: dict[tuple[int, str, str], dict] = field(default_factory=dict)  # (round, phase, node)
     summaries: dict[tuple[int, str], dict] = field(default_factory=dict)
     accuracy: dict[int, float] = field(default_factory=dict)
+    rejected_rounds: dict[int, dict] = field(default_factory=dict)  # round_rejected, by round
+    records: dict[str, dict] = field(default_factory=dict)  # node_record, by node
 
     @property
     def rounds(self) -> list[int]:
@@ -57,11 +60,18 @@ def collect(lines: Iterable[str], serverapp_service: str = SERVERAPP_SERVICE,
             continue
         e = line.event
         kind, run_id = e.get("event"), e.get("run_id")
-        if run_id is None or kind not in ("client_round", "round_summary", "global_evaluation"):
+        if run_id is None or kind not in ("client_round", "round_summary", "global_evaluation", "round_rejected",
+                                          "node_record"):
             continue
-        if kind != "global_evaluation" and not {"server_round", "phase"} <= e.keys():
+        if kind in ("client_round", "round_summary") and not {"server_round", "phase"} <= e.keys():
             continue  # not a line of ours, or a truncated one
         run = runs.setdefault(str(run_id), Run(str(run_id)))
+        if kind == "round_rejected" and "server_round" in e:
+            run.rejected_rounds.setdefault(e["server_round"], e)
+            continue
+        if kind == "node_record" and "node_id" in e:
+            run.records.setdefault(str(e["node_id"]), e)
+            continue
         if kind == "client_round":
             if "node_id" not in e or "status" not in e:
                 continue
@@ -103,6 +113,10 @@ def render(run: Run, factor: float, out: TextIO) -> None:
         out.write(f"\nround {server_round}: sampled {train.get('sampled', '-')}, replies {train.get('replies', '-')}, "
                   f"missing {train.get('missing', '-')}, train {fmt(train.get('duration_s'), '.1f')} s, "
                   f"converged {train.get('converged', '-')}, accuracy {fmt(run.accuracy.get(server_round), '.3f')}\n")
+        if rejected := run.rejected_rounds.get(server_round):
+            out.write(f"  REJECTED: the aggregate scored {fmt(rejected.get('accuracy_after'), '.3f')} against "
+                      f"{fmt(rejected.get('accuracy_before'), '.3f')} before; the previous model was kept; pulled "
+                      f"furthest: {', '.join(str(f.get('node_id')) for f in rejected.get('furthest', []))}\n")
         out.write(f"  {'node':>20}  {'train':>8}  {'time_s':>7}  {'conv':>4}  {'loss first -> last':>20}  "
                   f"{'evaluate':>8}  {'eval_s':>7}  note\n")
         for node in sorted({n for r, _, n in run.clients if r == server_round}):
@@ -114,10 +128,27 @@ def render(run: Run, factor: float, out: TextIO) -> None:
                 notes.append(f"straggler (>{factor}x median)")
             notes += [f"{e['phase']} {e['status']}: {e.get('error', '')}" for e in (t, v)
                       if e and e["status"] != "ok"]
+            if clipped := t.get("clipped"):
+                notes.append("clipped: " + ", ".join(f"{k} {v}" for k, v in clipped.items()))
             conv = {True: "yes", False: "no"}.get(t.get("converged"), "-")
             out.write(f"  {node:>20}  {t.get('status', '-'):>8}  {fmt(t.get('training_time')):>7}  {conv:>4}  "
                       f"{fmt(first, '.3f') + ' -> ' + fmt(last, '.3f'):>20}  {v.get('status', '-'):>8}  "
                       f"{fmt(v.get('evaluation_time')):>7}  {'; '.join(notes)}\n")
+
+
+def render_records(run: Run, out: TextIO) -> None:
+    """Each node's record over the run (node_record lines): its train replies, strikes, exclusion."""
+    if not run.records:
+        return
+    out.write(f"\nnodes over the run:\n  {'node':>20}  {'ok':>3}  {'rej':>3}  {'fail':>4}  {'miss':>4}  "
+              f"{'clip':>4}  strikes (round: reason)\n")
+    for node, e in sorted(run.records.items()):
+        train = e.get("train") or {}
+        strikes = "; ".join(f"{s.get('server_round')}: {s.get('reason')}" for s in e.get("strikes") or [])
+        excluded = e.get("excluded_after_round")
+        note = f"{strikes}{' -> EXCLUDED after round ' + str(excluded) if excluded is not None else ''}"
+        out.write(f"  {node:>20}  {train.get('ok', 0):>3}  {train.get('rejected', 0):>3}  {train.get('failed', 0):>4}  "
+                  f"{train.get('missing', 0):>4}  {e.get('clipped', 0):>4}  {note or '-'}\n")
 
 
 def chart(run: Run, factor: float, path: Path) -> None:
@@ -190,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no lines of run {run_id}; runs in the input: {', '.join(map(str, runs))}", file=sys.stderr)
         return 1
     render(runs[run_id], args.straggler_factor, sys.stdout)
+    render_records(runs[run_id], sys.stdout)
     if args.png:
         chart(runs[run_id], args.straggler_factor, args.png)
         print(f"\nchart: {args.png}")

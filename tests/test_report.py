@@ -173,3 +173,28 @@ def test_make_reports_newest_file_is_not_the_run_it_shows_unless_the_serverapp_s
     forged = "".join(json.dumps({**e, "run_id": "666", **supernode}) + "\n" for e in FORGED)
     result = report(stdin=store + fake + forged)
     assert result.returncode == 0 and result.stdout == recorded_table(), result.stderr
+
+
+def test_clipped_updates_rejected_rounds_and_each_nodes_record_are_shown():
+    lines = [
+        line(event="round_summary", server_round=2, phase="train", sampled=3, replies=3, missing=0,
+             duration_s=5.0, converged=0),
+        client("21", 1.0), client("22", 1.0), client("23", 1.0, clipped={"distance_scale": 0.12}),
+        line(event="round_rejected", server_round=2, accuracy_before=0.91, accuracy_after=0.42,
+             furthest=[{"node_id": "23", "update_distance": 80.0}]),
+        line(event="node_record", node_id="23", train={"ok": 2}, clipped=2,
+             strikes=[{"server_round": 1, "reason": "clipped_hard"}, {"server_round": 2, "reason": "clipped_hard"}],
+             excluded_after_round=2),
+        line(event="node_record", node_id="21", train={"ok": 2}, clipped=0, strikes=[], excluded_after_round=None),
+    ]
+    result = report(stdin="\n".join(lines) + "\n")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "clipped: distance_scale 0.12" in out
+    assert "REJECTED: the aggregate scored 0.420 against 0.910 before; the previous model was kept; " \
+           "pulled furthest: 23" in out
+    [row] = [text for text in out.splitlines() if text.strip().startswith("23 ") and "EXCLUDED" in text]
+    assert "1: clipped_hard; 2: clipped_hard -> EXCLUDED after round 2" in row
+    [honest] = [text for text in out.splitlines()[out.splitlines().index("nodes over the run:"):]
+                if text.strip().startswith("21 ")]
+    assert honest.rstrip().endswith("-")
