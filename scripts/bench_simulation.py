@@ -24,7 +24,7 @@ from bench_federation import ROOT, compose_run, flower_env, print_comparison, ro
 NODES = int(os.getenv("SIM_NODES", "1000"))
 SAMPLED = int(os.getenv("SIM_SAMPLED", "25"))
 ROUNDS = int(os.getenv("SIM_ROUNDS", "3"))
-RUN_CONFIG = f"num-server-rounds={ROUNDS} min-nodes={NODES} sampled-nodes={SAMPLED}"
+RUN_CONFIG = f"num-server-rounds={ROUNDS} min-nodes={NODES} sampled-nodes={SAMPLED} server-test-set=\"none\""  # scale, not accuracy
 FEDERATION_CONFIG = f"num-supernodes={NODES} client-resources-num-cpus=1 init-args-log-to-driver=false"
 
 
