@@ -37,6 +37,17 @@ class ModelGuard:
         self.run_id, self.evaluate, self.tolerance = run_id, evaluate, tolerance
         self.adopted: Score | None = None
         self.rounds_rejected = 0
+        self._scored: list[tuple[ArrayRecord, Score]] = []  # the last models scored: each round's is asked twice
+
+    def score(self, arrays: ArrayRecord) -> Score:
+        """The test-set score of `arrays`, evaluated once: the guard judges a round's aggregate,
+        then the ServerApp's per-round evaluation asks for the same model (or the one kept)."""
+        for known, score in self._scored:
+            if known is arrays:
+                return score
+        score = self.evaluate(arrays)
+        self._scored = [*self._scored[-1:], (arrays, score)]
+        return score
 
     @property
     def on(self) -> bool:
@@ -57,8 +68,8 @@ class ModelGuard:
         if not self.on:
             return True
         if self.adopted is None:
-            self.adopted = self.evaluate(current)
-        score = self.evaluate(candidate)
+            self.adopted = self.score(current)
+        score = self.score(candidate)
         threshold = self.adopted.accuracy - self.tolerance
         if score.accuracy >= threshold:
             self.adopted = score

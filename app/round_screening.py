@@ -24,7 +24,7 @@ import numpy as np
 from flwr.app import ArrayRecord
 
 from app.round_log import Outcome
-from app.screening import GlobalModel, _flat
+from app.screening import GlobalModel, _flat, _records
 
 MIN_UPDATES = 3  # with two, the median is their mean and the "others" are one: neither can tell which is off
 
@@ -65,5 +65,5 @@ def reject_opposed(outcomes: list[Outcome], model: GlobalModel, min_cosine: floa
 
 
 def _step(outcome: Outcome, model: GlobalModel) -> np.ndarray:
-    [record] = [r for r in outcome.reply.content.values() if isinstance(r, ArrayRecord)]
+    [record] = _records(outcome.reply.content, ArrayRecord)  # one, as screening checked
     return _flat(array.numpy() for array in record.values()) - model.flat

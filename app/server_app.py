@@ -117,7 +117,7 @@ def run(grid: Grid, context: Context) -> None:
         return Score(loss, accuracy)
 
     def evaluate_global(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        result = score(arrays)
+        result = guard.score(arrays)  # scored once, whether the guard or this asks first
         log.info("global_evaluation", run_id=run_id, server_round=server_round,
                  loss=result.loss, accuracy=result.accuracy, examples=len(test_set))
         return MetricRecord({"loss": result.loss, "accuracy": result.accuracy})
