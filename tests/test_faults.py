@@ -18,6 +18,7 @@ import os
 import subprocess
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -71,12 +72,14 @@ class Federation(Project):
         events = self.logs("serverapp")
         return [e for e in events if run_id is None or e.get("run_id") == run_id]
 
-    def wait_for(self, predicate, timeout: float = 300, what: str = "event", after: int = 0) -> dict:
-        """The first ServerApp event past the first `after` (len(events()) before a submit: this run's) to match."""
+    def wait_for(self, predicate, timeout: float = 300, what: str = "event", after: float = 0) -> dict:
+        """The first ServerApp event logged after `after` (time.time(), taken before a
+        submit: this run's events only) to match. By time, not by position: `docker logs` gives a
+        container's stdout lines, then its stderr lines, so a list index is no boundary."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for event in self.events()[after:]:
-                if predicate(event):
+            for event in self.events():
+                if logged_at(event) > after and predicate(event):
                     return event
             time.sleep(1)
         pytest.fail(f"no {what} within {timeout} s; the ServerApp's last lines:\n" + self.timeline()[-3000:])
@@ -88,6 +91,11 @@ class Federation(Project):
         return "\n".join(" ".join(str(e.get(k, "")) for k in ("timestamp", "event", "server_round", "phase",
                                                                "node_id", "status", "reason", "duration_s"))
                          for e in self.events() if e["event"] in keep)
+
+
+def logged_at(event: dict) -> float:
+    """When a line was logged, as time.time() counts (every line has an ISO 8601 UTC `timestamp`)."""
+    return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
 def summary_of(run_round: int, phase: str):
@@ -157,7 +165,7 @@ def kill_flower_process(container: str) -> None:
 def test_lost_nodes_never_stall_a_run_and_come_back(three_nodes):
     fed = three_nodes
     ids = {replica: fed.node_id(replica) for replica in (1, 2, 3)}
-    earlier = len(fed.events())  # lines of runs before this one: never taken for this run's
+    earlier = time.time()  # lines of runs before this one: never taken for this run's
     run = fed.submit("num-server-rounds=5 expected-nodes=3 min-nodes=2 min-replies=2 "
                      "fraction-train=1.0 fraction-evaluate=1.0 straggler-timeout=10", background=True)
     try:
@@ -236,7 +244,7 @@ def test_a_dead_fork_server_costs_speed_not_replies(three_nodes):
     fed = three_nodes
     container = fed.container(2)
     ready_before = len(container_events(container, "forkserver_ready"))
-    earlier = len(fed.events())
+    earlier = time.time()
     run = fed.submit("num-server-rounds=3 fraction-train=1.0 fraction-evaluate=1.0", background=True)
     try:
         fed.wait_for(lambda e: e["event"] == "run_started", what="the run's start", after=earlier)

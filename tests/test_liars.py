@@ -10,8 +10,8 @@ scaled x1e6, every one rejected with its reason while the model still learns.
 Then liars whose updates pass screening (tests/rogue_app/rogue_client.py), against
 the default run config (pyproject.toml): a site that sends sign-flipped and boosted
 updates is rejected, excluded, and the model holds; on Dirichlet partitions a site
-that lies in its updates costs no more than its absence; two colluders; every other selectable aggregator behind the same defences against the
-sign-flipper; and the same flipper with the defences off, which ends
+that lies in its updates costs no more than its absence; two colluders; FedMedian behind the same defences against the sign-flipper (every
+aggregator, in one process: tests/test_defences.py); and the same flipper with the defences off, which ends
 `finished:failed` because the model learned nothing.
 """
 
@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 
-from app.aggregators import STRATEGIES
 from tests import rogue_app as rogue_app_dir
 from tests.conftest import ROOT
 from tests.test_faults import Federation, client_rounds, outcome, running
@@ -182,22 +181,17 @@ def test_two_colluders_sending_one_update_are_bounded(five_nodes, rogue_app):
                                                                            ("finished:failed", False))
 
 
-@pytest.mark.parametrize("strategy", sorted(set(STRATEGIES) - {DEFAULTS["strategy"]}))
-def test_every_other_aggregator_gets_the_same_defences_against_the_flipper(five_nodes, rogue_app, strategy):
-    # The default aggregator is the first test's. Accuracy per aggregator and attack: make bench-faults.
+def test_another_aggregator_gets_the_same_defences_against_the_flipper(five_nodes, rogue_app):
+    # The default aggregator is the first test's; every aggregator, in one process (the same ServerApp):
+    # tests/test_defences.py. Accuracy per aggregator and attack: make bench-faults.
     fed = five_nodes
     liar = {p: node for node, p in partitions(fed).items()}[0]
-    line, events = run_of(fed, f'num-server-rounds=2 {FIVE} strategy="{strategy}" attacks="0=flip"', rogue_app)
+    line, events = run_of(fed, f'num-server-rounds=2 {FIVE} strategy="fedmedian" attacks="0=flip"', rogue_app)
     lines = client_rounds(events)
     assert (lines[(1, "train", liar)]["status"], lines[(1, "train", liar)]["reason"]) == ("rejected", "outlier_update")
-    if line["status"] == "finished:failed":  # Bulyan needs 4f + 3 = 7 updates: every round declined, and said
-        [failed] = of_event(events, "run_failed")
-        assert strategy == "bulyan" and "none of the 2 rounds aggregated an update" in failed["reason"]
-        return
-    accuracy = final_accuracy(fed, line["run_id"])
-    print(f"\n{strategy}, one flipper of 5, 2 rounds: accuracy {accuracy:.4f}")
-    # Completed: it learned (better than the test set's most common label) and got no worse than it started.
-    assert line["status"] == "finished:completed"
+    assert line["status"] == "finished:completed", fed.timeline()[-3000:]
+    # Completed: it learned (past the test set's most common label) and got no worse than it started.
+    print(f"\nfedmedian, one flipper of 5, 2 rounds: accuracy {final_accuracy(fed, line['run_id']):.4f}")
 
 
 def test_without_the_defences_the_flipper_wrecks_the_model_and_the_run_says_failed(five_nodes, rogue_app):

@@ -232,9 +232,12 @@ def test_a_worker_killed_mid_run_stops_the_run_with_a_clear_reason(cluster, firs
     after = [e for e in rounds if datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")).timestamp()
              > killed_at + 5]
     assert after
+    # A survivor's reply may also be judged against its round's others (a virtual node of one or two
+    # samples steps every which way): that is the round's screening at work, not the lost node.
+    judged = ("ok", None), ("rejected", "opposed_update"), ("rejected", "outlier_update")
     for line in after:
-        assert (line["status"], line.get("ray_node_ip", survivor)) == ("ok", survivor) or \
-               line.get("reason") in ("ray_actor_died", "ray_actor_unavailable", "no_reply"), line
+        assert (line.get("ray_node_ip", survivor) == survivor and (line["status"], line.get("reason")) in judged) \
+            or line.get("reason") in ("ray_actor_died", "ray_actor_unavailable", "no_reply"), line
     assert any(e.get("reason") == "ray_actor_died" for e in rounds)
     # Ray agrees: the killed worker's node is dead, the others alive.
     alive = {n["ip"]: n["alive"] for n in ray_cluster(cluster)["nodes"] if n["ip"] in (victim_ip, survivor)}
