@@ -7,6 +7,7 @@ from typing import Any
 
 from flwr.serverapp.strategy import Bulyan, FedAdagrad, FedAvg, FedMedian, FedTrimmedAvg, Krum, MultiKrum
 
+from app.run_config import default
 from app.strategy import ScreenedStrategy
 
 
@@ -38,37 +39,34 @@ class ScreenedBulyan(ScreenedStrategy, Bulyan):
     """Krum selection, then a trimmed mean; needs at least 4f + 3 updates."""
 
 
-STRATEGIES: dict[str, type[ScreenedStrategy]] = {
-    "fedavg": ScreenedFedAvg,
-    "fedadagrad": ScreenedFedAdagrad,
-    "fedmedian": ScreenedFedMedian,
-    "fedtrimmedavg": ScreenedFedTrimmedAvg,
-    "krum": ScreenedKrum,
-    "multikrum": ScreenedMultiKrum,
-    "bulyan": ScreenedBulyan,
+# name -> (the strategy, {its Flower keyword: the run-config key that sets it}): each takes
+# only the options its Flower class has (Flower 1.42, flwr/serverapp/strategy/).
+AGGREGATORS: dict[str, tuple[type[ScreenedStrategy], dict[str, str]]] = {
+    "fedavg": (ScreenedFedAvg, {}),
+    "fedadagrad": (ScreenedFedAdagrad, {"eta": "server-learning-rate"}),
+    "fedmedian": (ScreenedFedMedian, {}),
+    "fedtrimmedavg": (ScreenedFedTrimmedAvg, {"beta": "trimmed-beta"}),
+    "krum": (ScreenedKrum, {"num_malicious_nodes": "num-malicious"}),
+    "multikrum": (ScreenedMultiKrum, {"num_malicious_nodes": "num-malicious", "num_nodes_to_select": "krum-select"}),
+    "bulyan": (ScreenedBulyan, {"num_malicious_nodes": "num-malicious"}),
 }
+STRATEGIES: dict[str, type[ScreenedStrategy]] = {name: cls for name, (cls, _) in AGGREGATORS.items()}
 
 
 def build_strategy(
     name: str,
     *,
-    server_learning_rate: float = 0.1,
-    trimmed_beta: float = 0.2,
-    num_malicious: int = 1,
-    krum_select: int = 2,
+    server_learning_rate: float = default("server-learning-rate"),
+    trimmed_beta: float = default("trimmed-beta"),
+    num_malicious: int = default("num-malicious"),
+    krum_select: int = default("krum-select"),
     **kwargs: Any,
 ) -> ScreenedStrategy:
     """The strategy named in the run config, with only the options it takes."""
     try:
-        cls = STRATEGIES[name.lower()]
+        cls, takes = AGGREGATORS[name.lower()]
     except KeyError:
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {name!r}") from None
-    if issubclass(cls, FedAdagrad):
-        kwargs["eta"] = server_learning_rate
-    if issubclass(cls, FedTrimmedAvg):
-        kwargs["beta"] = trimmed_beta
-    if issubclass(cls, (MultiKrum, Bulyan)):  # Krum is a MultiKrum that selects one
-        kwargs["num_malicious_nodes"] = num_malicious
-    if cls is ScreenedMultiKrum:
-        kwargs["num_nodes_to_select"] = krum_select
-    return cls(**kwargs)
+        raise ValueError(f"strategy must be one of {', '.join(AGGREGATORS)}, got {name!r}") from None
+    options = {"server-learning-rate": server_learning_rate, "trimmed-beta": trimmed_beta,
+               "num-malicious": num_malicious, "krum-select": krum_select}
+    return cls(**kwargs, **{keyword: options[key] for keyword, key in takes.items()})

@@ -16,6 +16,10 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
+# The run config's model settings as pyproject.toml states them, for a config that lacks them.
+# Written out, not read (app/run_config.py), because the SuperNode image's site-data check
+# (docker/site_data_watch.py) imports this module from the installed package, which has no
+# pyproject.toml; tests/test_config_defaults.py fails if the two ever differ.
 CONFIG_DEFAULTS = {"model": "cnn", "num-features": 64, "num-classes": 10, "mlp-hidden": 128, "extra-model-mb": 0}
 
 
@@ -24,7 +28,8 @@ class Net(nn.Module):
 
     INPUT_SHAPE = (1, 8, 8)
 
-    def __init__(self, extra_mb: float = 0.0, num_classes: int = 10) -> None:
+    def __init__(self, extra_mb: float = CONFIG_DEFAULTS["extra-model-mb"],
+                 num_classes: int = CONFIG_DEFAULTS["num-classes"]) -> None:
         super().__init__()
         add_extra(self, extra_mb)
         self.features = nn.Sequential(
@@ -44,7 +49,9 @@ class Net(nn.Module):
 class MLP(nn.Module):
     """Two hidden layers on flat features: tabular data, CSV columns."""
 
-    def __init__(self, num_features: int, num_classes: int = 10, hidden: int = 128, extra_mb: float = 0.0) -> None:
+    def __init__(self, num_features: int, num_classes: int = CONFIG_DEFAULTS["num-classes"],
+                 hidden: int = CONFIG_DEFAULTS["mlp-hidden"],
+                 extra_mb: float = CONFIG_DEFAULTS["extra-model-mb"]) -> None:
         super().__init__()
         add_extra(self, extra_mb)
         self.layers = nn.Sequential(

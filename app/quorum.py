@@ -33,6 +33,7 @@ from flwr.app import Error, Message
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
+from app.run_config import default
 from flowerdock_logging import get_logger
 
 log = get_logger("app.quorum")
@@ -44,10 +45,12 @@ class RunFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class WaitPolicy:
-    min_replies: int = 1
-    round_timeout: float = 300.0
-    straggler_timeout: float = 10.0
-    poll_interval: float = 0.2
+    """The run config's wait settings; the ServerApp passes them all (server_app.wait_policy)."""
+
+    min_replies: int = default("min-replies")
+    round_timeout: float = default("round-timeout")
+    straggler_timeout: float = default("straggler-timeout")
+    poll_interval: float = default("poll-interval")
 
 
 def wait_for_nodes(grid: Grid, *, wanted: int, quorum: int, timeout: float, run_id: int,

@@ -36,25 +36,29 @@ from app.node_record import NodeRecords
 from app.quorum import RunFailed, wait_for_nodes
 from app.round_screening import reject_far, reject_opposed
 from app.round_log import EVALUATE, TRAIN, Outcome, log_client_round, log_round_skipped, log_round_summary
+from app.run_config import default
 from app.screening import Rejected, bounded, decode_global, screen_evaluate, screen_train
 
 
 class ScreenedStrategy:
-    """Mixin for a Flower strategy: bounded waits, screening, one line per reply."""
+    """Mixin for a Flower strategy: bounded waits, screening, one line per reply.
+
+    Each setting's default is the run config's (app/run_config.py), for a strategy built
+    without one; the ServerApp passes them all (server_app.strategy_from)."""
 
     def __init__(
         self,
         *,
         run_id: int,
         expected_metrics: dict[str, tuple[str, ...]],
-        expected_nodes: int = 0,
-        node_wait_timeout: float = 120.0,
-        min_replies: int = 1,
-        max_examples: int = 1_000_000,
-        outlier_factor: float = 0.0,
-        min_cosine: float = -1.0,
-        clip_factor: float = 0.0,
-        exclude_after: int = 0,
+        expected_nodes: int = default("expected-nodes"),
+        node_wait_timeout: float = default("node-wait-timeout"),
+        min_replies: int = default("min-replies"),
+        max_examples: int = default("max-examples"),
+        outlier_factor: float = default("outlier-factor"),
+        min_cosine: float = default("min-cosine"),
+        clip_factor: float = default("clip-factor"),
+        exclude_after: int = default("exclude-after"),
         guard: ModelGuard | None = None,
         **kwargs: Any,
     ) -> None:

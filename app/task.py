@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from app import models, site_data
 from app.metadata import EvaluateProcessMetadata, TrainProcessMetadata
 from app.models import build_model  # noqa: F401 - part of the contract: the run's model
+from app.run_config import default, setting
 
 # The metrics a ClientApp reports besides "num-examples"; the server rejects a reply
 # with any other keys (app/screening.py).
@@ -86,7 +87,7 @@ def _train_and_test(seed: int) -> tuple[Split, Split]:
 def load_test_set(run_config: Mapping) -> Split | None:
     """The server's held-out test set, shaped for the run's model; None for
     run config server-test-set="none" (a model whose data is not the digits)."""
-    choice = str(run_config.get("server-test-set", "digits"))
+    choice = str(setting(run_config, "server-test-set"))
     if choice == "none":
         return None
     if choice != "digits":
@@ -155,7 +156,8 @@ def partition_indices(
 
 
 def load_partition(
-    partition_id: int, num_partitions: int, partitioning: str = "iid", alpha: float = 0.5, seed: int = 42
+    partition_id: int, num_partitions: int, partitioning: str = default("partitioning"),
+    alpha: float = default("dirichlet-alpha"), seed: int = default("seed"),
 ) -> tuple[Split, Split]:
     """A SuperNode's (train, validation) data: the same on every node for one seed.
 

@@ -19,7 +19,6 @@ import logging
 import os
 import sys
 import tempfile
-import tomllib
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -33,13 +32,12 @@ for folder in (ROOT, ROOT / "tests" / "rogue_app"):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
-from app import server_app  # noqa: E402
+from app import run_config, server_app  # noqa: E402
 from app.quorum import RunFailed  # noqa: E402
 
 
 def default_run_config() -> dict:
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
-    return {**config, "attacks": ""}
+    return {**run_config.defaults(), "attacks": ""}
 
 
 class DirectGrid:

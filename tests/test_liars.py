@@ -17,14 +17,13 @@ aggregator, in one process: tests/test_defences.py); and the same flipper with t
 
 from __future__ import annotations
 
-import tomllib
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
+from app import run_config
 from tests import rogue_app as rogue_app_dir
-from tests.conftest import ROOT
 from tests.test_faults import Federation, client_rounds, outcome, running
 
 pytestmark = pytest.mark.docker
@@ -109,7 +108,7 @@ def test_liars_are_rejected_and_a_restarted_superlink_keeps_its_runs(five_nodes,
 
 # --- liars that pass screening, against the defaults ------------------------------------------
 
-DEFAULTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+DEFAULTS = run_config.defaults()
 # The run config of compose.yaml's submit, with the server's evaluation alone, and no
 # defence named: what a deployment runs unless it changes them.
 FIVE = "expected-nodes=5 min-nodes=3 min-replies=2 fraction-train=1.0 fraction-evaluate=0"

@@ -54,9 +54,14 @@ def error_reply(node_id, phase="train", code=2, reason="ClientApp raised: out of
     return Message(Error(code=code, reason=reason), reply_to=instruction(node_id, phase))
 
 
+# Every defence off, so that each test turns on the one it is about (the strategy's own
+# defaults are the run config's, with all of them on).
+DEFENCES_OFF = {"outlier_factor": 0.0, "min_cosine": -1.0, "clip_factor": 0.0, "exclude_after": 0}
+
+
 def make(name="fedavg", **options) -> ScreenedStrategy:
     defaults = {"run_id": RUN_ID, "expected_metrics": EXPECTED, "min_available_nodes": 1, "min_train_nodes": 1,
-                "min_evaluate_nodes": 1, "min_replies": 1, "node_wait_timeout": 0}
+                "min_evaluate_nodes": 1, "min_replies": 1, "node_wait_timeout": 0, **DEFENCES_OFF}
     return build_strategy(name, **{**defaults, **options})
 
 
@@ -212,7 +217,7 @@ def test_the_outlier_rule_rejects_a_scaled_update(capsys):
 
 
 def test_with_every_defence_at_zero_a_scaled_update_moves_the_mean(capsys):
-    # The layer's own defaults are off; the product's are the run config's (pyproject.toml).
+    # make() turns every defence off; the product's defaults are the run config's (pyproject.toml).
     strategy = started(make(), nodes=(1, 2, 3))
     arrays, _ = strategy.aggregate_train(1, [train_reply(1, 1.0), train_reply(2, 1.0), train_reply(3, 1e6)])
     assert arrays.to_numpy_ndarrays()[0][0, 0] > 1e5
@@ -242,6 +247,12 @@ def test_fedadagrad_screens_too(capsys):
     assert arrays is not None
     statuses = {int(e["node_id"]): e["status"] for e in client_rounds(capsys.readouterr().out)}
     assert statuses == {1: "ok", 2: "rejected"}
+
+
+def test_krum_tolerates_num_malicious_as_multikrum_and_bulyan_do():
+    for name in ("krum", "multikrum", "bulyan"):
+        assert make(name, num_malicious=3).num_malicious_nodes == 3, name
+    assert make("krum", num_malicious=3).num_nodes_to_select == 1  # Krum's own: the one best update
 
 
 def test_every_strategy_is_screened():
