@@ -21,7 +21,7 @@ SERVERAPP_SERVICE = "serverapp"  # compose.yaml's; the simulation's ServerApp ru
 SERVERAPP_EVENTS = frozenset({
     "client_round", "round_summary", "round_skipped", "global_evaluation", "run_started",
     "run_finished", "run_failed", "nodes_waiting", "nodes_ready", "nodes_wait_ended",
-    "superlink_pull_failed",
+    "superlink_pull_failed", "round_rejected", "model_guard_off", "node_excluded", "node_record",
 })
 UNTRUSTED = "untrusted_run_event"  # the aggregator's note of a run event it kept out of runs/
 PROVENANCE = ("container", "container_id", "service")  # the aggregator's fields
