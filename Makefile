@@ -20,12 +20,12 @@ export FLWR_DISABLE_UPDATE_CHECK := 1
 RAY_ADDRESS ?= local
 export RAY_ADDRESS
 
-.PHONY: install images federation federation-aggregated sites federation-sites simulation-docker simulation-ray ray-certs report test test-fast simulation simulation-stop bench bench-round bench-model-size bench-simulation bench-faults bench-commands bench-ray bench-superlink bench-gateway constraints lock clean
+.PHONY: install images federation federation-aggregated sites federation-sites simulation-docker simulation-ray ray-certs report test test-fast simulation simulation-stop bench bench-round bench-model-size bench-simulation bench-faults bench-commands bench-ray bench-superlink bench-gateway constraints lock down clean help
 
 # Every file checked against its sha256 in locks/host.txt (CPython 3.11), installed as locked
 # (--no-deps: the lock is the whole set); the project itself editable, built by the locked
 # hatchling (no build isolation: nothing unlocked is fetched); then pip check.
-install: $(VENV)/.installed
+install: $(VENV)/.installed  ## the host venv (CPython 3.11, as locked): Flower, torch, the tests' tools
 $(VENV)/.installed: pyproject.toml constraints.txt locks/host.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and f"make install: locks/host.txt is for CPython 3.11, and $(PYTHON) is {sys.version.split()[0]}: PYTHON=python3.11 make install")'
 	$(PYTHON) -m venv $(VENV)
@@ -37,15 +37,23 @@ $(VENV)/.installed: pyproject.toml constraints.txt locks/host.txt
 images:  ## the SuperLink, SuperNode and ServerApp images (registry-free where need be)
 	docker/build-images.sh
 
+# What a person watching sees of a run: its rounds as readable lines (scripts/watch.py) when
+# make's output is a terminal; JSON Lines, as the containers print them, when it is not (CI, a
+# pipe, a file) or with WATCH=json; WATCH=text: readable lines always. Either way every
+# container's own log stays JSON (`docker compose logs`), and make exits with the run's outcome.
+WATCH ?= auto
+FOLLOW = { if [ "$(WATCH)" = text ] || { [ "$(WATCH)" = auto ] && [ -t 1 ]; }; \
+	then python3 scripts/watch.py; else cat; fi; }
+# Naming `submit` makes Compose follow it alone: Compose 2.2x would otherwise end
+# everything when the one-shot `certs` service finishes. Then the daemons stop.
+RUN_TO_THE_END = up --no-build --exit-code-from submit submit | $(FOLLOW); status=$${PIPESTATUS[0]}
+
 federation: images  ## a whole federation in Docker, to the end; exits with the run's outcome
-	# Naming `submit` makes Compose follow it alone: Compose 2.2x would otherwise end
-	# everything when the one-shot `certs` service finishes. Then the daemons stop.
-	docker compose up --no-build --exit-code-from submit submit; status=$$?; docker compose stop; exit $$status
+	docker compose $(RUN_TO_THE_END); docker compose stop; exit $$status
 
 AGGREGATED := docker compose -f docker/compose.aggregator.yaml
 federation-aggregated: images  ## the federation with every container's lines stored by the aggregator (kept running)
-	$(AGGREGATED) up --no-build --exit-code-from submit submit; status=$$?; \
-	$(AGGREGATED) stop superlink serverapp supernode; exit $$status
+	$(AGGREGATED) $(RUN_TO_THE_END); $(AGGREGATED) stop superlink serverapp supernode; exit $$status
 
 report: install  ## table + chart of the last run in the aggregator's store (make federation-aggregated first)
 	@# Every run's file, oldest first: the report takes the last run the ServerApp's own lines
@@ -62,10 +70,10 @@ SITES_COMPOSE := docker compose -f compose.yaml -f docker/compose.sites.yaml
 federation-sites: images  ## the federation with SuperNode N on ./sites/site-N (make sites first)
 	@test -d sites/site-1 || { echo "no site folders in ./sites: run make sites first" >&2; exit 2; }
 	export SITES_DIR=$(CURDIR)/sites NUM_SUPERNODES=$$(ls -d sites/site-* | wc -l); \
-	$(SITES_COMPOSE) up --no-build --exit-code-from submit submit; status=$$?; $(SITES_COMPOSE) stop; exit $$status
+	$(SITES_COMPOSE) $(RUN_TO_THE_END); $(SITES_COMPOSE) stop; exit $$status
 
 simulation-docker: images  ## Flower's simulation runtime in a container: SIM_NODES=1000, SIM_SAMPLED=25, SIM_ROUNDS=3
-	docker compose -f docker/compose.simulation.yaml up --no-build --exit-code-from submit submit; status=$$?; \
+	docker compose -f docker/compose.simulation.yaml $(RUN_TO_THE_END); \
 	docker compose -f docker/compose.simulation.yaml stop; exit $$status
 
 # The simulation on a Ray cluster (docs/ray.md): a Ray head, RAY_WORKERS workers, the
@@ -84,7 +92,7 @@ ray-certs: images  ## the Ray node certificate for RAY_SUBNET in $CERTS_OUT/ray 
 
 RAY_COMPOSE := docker compose -f docker/compose.ray.yaml
 simulation-ray: images ray-certs  ## the simulation on a Ray cluster: RAY_WORKERS=2, SIM_NODES=1000, SIM_SAMPLED=25, SIM_ROUNDS=3
-	$(RAY_COMPOSE) up --no-build --exit-code-from submit submit; status=$$?; $(RAY_COMPOSE) stop; exit $$status
+	$(RAY_COMPOSE) $(RUN_TO_THE_END); $(RAY_COMPOSE) stop; exit $$status
 
 test: install  ## every test, the Docker end-to-end ones included
 	$(BIN)/python -m pytest -v -rA --durations=15
@@ -95,10 +103,12 @@ test-fast: install  ## unit tests only (no simulation, no Docker)
 # Flower's simulation runtime on this machine: 10 virtual SuperNodes, one CPU per
 # ClientApp (two at once on 2 cores); Ray's log forwarding off, as it would prefix
 # ClientApp lines with "(pid=...)" and break JSON Lines.
+# Half of them asked each round (a deployment's default is every site; RUN_CONFIG overrides).
 SIM_FEDERATION_CONFIG ?= num-supernodes=10 client-resources-num-cpus=1 init-args-log-to-driver=false
-simulation: install  ## `flwr run .` in Flower's simulation runtime: 10 virtual SuperNodes (RUN_CONFIG="...")
+SIM_RUN_CONFIG := fraction-train=0.5 fraction-evaluate=0.5
+simulation: install  ## `flwr run .` in Flower's simulation runtime: 10 virtual SuperNodes, 5 a round (RUN_CONFIG="...")
 	$(BIN)/python scripts/local_superlink.py check
-	$(BIN)/flwr run . --stream --federation-config "$(SIM_FEDERATION_CONFIG)" $(if $(RUN_CONFIG),--run-config '$(RUN_CONFIG)')
+	$(BIN)/flwr run . --stream --federation-config "$(SIM_FEDERATION_CONFIG)" --run-config '$(SIM_RUN_CONFIG)' $(if $(RUN_CONFIG),--run-config '$(RUN_CONFIG)')
 
 simulation-stop: install  ## end this checkout's local SuperLink (`flwr run` leaves it running), and no other
 	$(BIN)/python scripts/local_superlink.py stop
@@ -132,13 +142,32 @@ bench-gateway: install images  ## a federation run under flood: round time and m
 bench-commands: install images  ## the README's commands, timed from a fresh shell
 	$(RECORD) $(BIN)/python scripts/bench_commands.py
 
-constraints:  ## re-pin every transitive version after a change to pyproject.toml (then: make lock)
-	rm -rf build/pin && $(PYTHON) -m venv build/pin && build/pin/bin/pip install --quiet --upgrade pip setuptools
-	build/pin/bin/pip install --quiet hatchling editables -e ".[simulation,dev,report]"
+# Every version constraints.txt pins is kept, and what a change to pyproject.toml brings in (a
+# dependency you added, and its own) is pinned anew; UPGRADE=1 re-pins everything to the newest
+# that pyproject.toml allows.
+KEEP_PINS = $(if $(UPGRADE),,-c constraints.txt)
+constraints:  ## pin what a change to pyproject.toml brings in, keeping every other pin (UPGRADE=1: re-pin all); then make lock
+	rm -rf build/pin && $(PYTHON) -m venv build/pin && build/pin/bin/pip install --quiet --upgrade pip setuptools $(KEEP_PINS)
+	build/pin/bin/pip install --quiet hatchling editables -e ".[simulation,dev,report]" $(KEEP_PINS)
 	{ sed -n '1,2p' constraints.txt; build/pin/bin/pip freeze --all --exclude-editable; } > constraints.new && mv constraints.new constraints.txt
 
 lock:  ## locks/: every file the venv and the images install, by version and sha256 (docs/building.md)
 	$(PYTHON) scripts/lock.py
 
-clean:
+# Every federation the targets above start from this checkout, each with every profile
+# (`submit` is in the `run` profile, and a plain `down` leaves it): containers, networks
+# and volumes (certificates, SuperLink state, the aggregator's stored lines).
+FEDERATIONS := "compose.yaml" "compose.yaml docker/compose.sites.yaml" "docker/compose.aggregator.yaml" \
+	"docker/compose.simulation.yaml" "docker/compose.ray.yaml"
+down:  ## take down every federation started here, to the last container and volume (certificates included)
+	@for files in $(FEDERATIONS); do \
+		SITES_DIR=/nonexistent docker compose $$(printf -- '-f %s ' $$files) --profile '*' \
+			down --volumes --remove-orphans --timeout 5 || exit 1; \
+	done
+
+help:  ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /\1\t/' | \
+		awk -F'\t' '{ printf "  %-22s %s\n", $$1, $$2 }'
+
+clean:  ## remove the venv, built wheels and local outputs (not images, not containers: make down)
 	rm -rf $(VENV) build .flwr/apps .flwr/local-superlink outputs

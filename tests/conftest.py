@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -56,11 +57,32 @@ def sh(*args: str, env: dict | None = None, timeout: int = 900, check: bool = Tr
     return result
 
 
+# The compose projects and containers the tests make: "flowerdock-*", "fd-*", and the
+# checkout's own (tests/test_readme.py runs `make federation` in it).
+CHECKOUT = re.sub(r"[^a-z0-9_-]", "", ROOT.name.lower()).lstrip("_-")  # Compose's name for this folder
+TEST_PROJECTS = ("flowerdock-", "fd-", CHECKOUT)
+
+
+def engine_objects() -> set[str]:
+    """Every container, volume and network of the engine that a test could have made: "kind name"."""
+    found = set()
+    for kind, listing in (("container", ["ps", "-a"]), ("volume", ["volume", "ls"]), ("network", ["network", "ls"])):
+        names = sh("docker", *listing, "--format", "{{.Names}}" if kind == "container" else "{{.Name}}",
+                   timeout=60).stdout.split()
+        found |= {f"{kind} {name}" for name in names if name.startswith(TEST_PROJECTS)}
+    return found
+
+
 @pytest.fixture(scope="session")
 def images():
-    """Build every image the registry-free way where no registry is reachable."""
+    """Build every image the registry-free way where no registry is reachable. Torn down last of
+    all: by then every test must have taken down all it started (nothing left in the engine)."""
     sh("docker", "info", timeout=60)  # a missing engine fails here, loudly
+    before = engine_objects()
     sh("docker/build-images.sh", timeout=3000)
+    yield
+    left = sorted(engine_objects() - before)
+    assert not left, f"the tests left these in the engine: {left}"
 
 
 class Project:
@@ -90,7 +112,18 @@ class Project:
         return events
 
     def down(self) -> None:
-        self.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
+        """Every container (one-shots in profiles too: `--profile '*'`), network and volume, checked."""
+        self.compose("--profile", "*", "down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
+        left = left_in_the_engine(self.name)
+        assert not left, f"`down` left these of project {self.name}: {left}"
+
+
+def left_in_the_engine(project: str) -> list[str]:
+    """The containers, volumes and networks the engine still holds of a compose project."""
+    return [f"{kind} {name}" for kind, listing in (("container", ["ps", "-a"]), ("volume", ["volume", "ls"]),
+                                                    ("network", ["network", "ls"]))
+            for name in sh("docker", *listing, "-q", "--filter", f"label=com.docker.compose.project={project}",
+                           timeout=60).stdout.split()]
 
 
 def free_port() -> int:

@@ -7,14 +7,17 @@ trained on, read from the containers it stopped."""
 
 from __future__ import annotations
 
+import os
 import re
+import select
 import shutil
 import subprocess
+import time
 from collections import Counter
 
 import pytest
 
-from tests.conftest import ROOT, Project, fresh_shell_env, sh
+from tests.conftest import CHECKOUT, ROOT, Project, fresh_shell_env, left_in_the_engine
 
 QUICK_START = re.search(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
 
@@ -28,29 +31,66 @@ def make(*targets: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=1800)
 
 
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
+
+
+def make_on_a_terminal(*targets: str, timeout: float = 1800) -> tuple[int, str]:
+    """make as a person at a terminal runs it (a pseudo-terminal): (exit status, what they saw)."""
+    reader, terminal = os.openpty()
+    process = subprocess.Popen(["make", "--no-print-directory", *targets], cwd=ROOT, env=fresh_shell_env(),
+                               stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    seen, deadline = bytearray(), time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([reader], [], [], 1)[0]:
+                try:
+                    chunk = os.read(reader, 65536)
+                except OSError:  # EIO: every writer of the terminal is gone
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+        process.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(reader)
+    return process.returncode, ANSI.sub("", seen.decode(errors="replace"))
+
+
 def test_the_quick_start_opens_with_the_two_commands():
     assert commands(QUICK_START) == ["make federation", "make test"]
 
 
 # The checkout's own compose project, under the name Compose gives it (the folder's).
-CHECKOUT = re.sub(r"[^a-z0-9_-]", "", ROOT.name.lower()).lstrip("_-")
 NODES, ROUNDS = 3, 3  # compose.yaml's defaults: what `make federation` runs
 
 
 @pytest.fixture
 def checkout_project(images):
-    """The project `make` runs; what it leaves behind (stopped containers) is removed afterwards."""
-    yield lambda *files: Project(CHECKOUT, list(files), {"SITES_DIR": "/nonexistent"})
+    """The project `make` runs, from nothing: an earlier federation of this checkout's name (a
+    developer's `make federation`, an earlier CI run on the same engine) is taken down with its
+    volumes first, or its registered SuperNodes and runs would count. Afterwards `make down`, the
+    cleanup the README gives, must leave none of its containers, networks or volumes."""
     for files in (["compose.yaml"], ["compose.yaml", "docker/compose.sites.yaml"]):
-        sh("docker", "compose", *(a for f in files for a in ("-f", f)), "--profile", "run", "down", "--volumes",
-           "--remove-orphans", "--timeout", "5", check=False, env={"SITES_DIR": "/nonexistent"})
+        Project(CHECKOUT, files, {"SITES_DIR": "/nonexistent"}).down()
+    yield lambda *files: Project(CHECKOUT, list(files), {"SITES_DIR": "/nonexistent"})
+    down = make("down")
+    assert down.returncode == 0, down.stdout[-2000:] + down.stderr[-2000:]
+    assert left_in_the_engine(CHECKOUT) == []
 
 
 @pytest.mark.docker
 def test_make_federation_as_typed(checkout_project):
-    result = make("federation")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert '"event": "run_outcome"' in result.stdout and '"status": "finished:completed"' in result.stdout
+    status, seen = make_on_a_terminal("federation")
+    assert status == 0, seen[-3000:]
+    # What the person saw: the rounds as readable lines (scripts/watch.py), not the JSON behind them.
+    for server_round in range(1, ROUNDS + 1):
+        for phase in ("train", "evaluate"):
+            assert re.search(rf"^round {server_round}/{ROUNDS} {phase} +{NODES} ok +[0-9.]+ s$", seen, re.M), seen[-3000:]
+    assert re.search(r"^run outcome: finished:completed$", seen, re.M), seen[-3000:]
+    assert '"event"' not in seen
     fed = checkout_project("compose.yaml")  # stopped, not removed: every container's log is there
 
     events = fed.logs("serverapp")
