@@ -96,6 +96,17 @@ def test_locks_agree_with_pyproject():
     assert all(e["file"].endswith("-none-any.whl") for e in entries("build.txt").values())  # any CPython
 
 
+def test_make_constraints_keeps_every_pin_unless_told_to_upgrade():
+    """A new dependency (docs/bring-your-own-model.md#a-new-dependency) must not move every other
+    version: each pip install of `make constraints` is held to constraints.txt; UPGRADE=1 frees it."""
+    def installs(*args: str) -> list[str]:
+        recipe = subprocess.run(["make", "-n", "constraints", *args], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout
+        return [line for line in recipe.splitlines() if "pip install" in line]
+    assert installs() and all("-c constraints.txt" in line for line in installs())
+    assert installs("UPGRADE=1") and not any("-c constraints.txt" in line for line in installs("UPGRADE=1"))
+
+
 def test_image_locks_agree_with_each_other():
     seen: dict[str, tuple[str, str]] = {}
     for path in sorted(LOCKS.glob("image-*.txt")) + [LOCKS / "build.txt"]:
