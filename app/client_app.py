@@ -44,7 +44,7 @@ def train(msg: Message, context: Context) -> Message:
     meta = dataclasses.replace(meta, **_ray_node())
     record_name, record = to_config_record(meta)
     log.info("local_train_done", run_id=context.run_id, examples=len(trainset), train_loss=loss,
-             training_time=meta.training_time, converged=meta.converged)
+             training_time=meta.training_time, converged=meta.converged, device=str(task.DEVICE))
     content = RecordDict(
         {
             "arrays": ArrayRecord(net.state_dict()),

@@ -87,9 +87,13 @@ def test_a_simulation_runs_in_a_container(images):
         sim.down()
 
 
-def test_a_gpu_site_gets_the_cuda_image_and_a_gpu_reservation():
-    rendered = sh("docker", "compose", "-f", "docker/compose.gpu.yaml", "config", "--format", "json",
-                  env={"TORCH": "cuda", "SUPERLINK": "flower.example.org:9092"})
+@pytest.mark.parametrize("files", [["docker/compose.gpu.yaml"],
+                                   ["docker/compose.gpu.yaml", "docker/compose.site-data.yaml"],
+                                   ["docker/compose.site-data.yaml", "docker/compose.gpu.yaml"]])
+def test_a_gpu_site_gets_the_cuda_image_and_a_gpu_reservation(files):
+    # TORCH unset (a site's env file need not say it): the GPU file alone decides the image.
+    rendered = sh("docker", "compose", *(a for f in files for a in ("-f", f)), "config", "--format", "json",
+                  env={"TORCH": "", "SUPERLINK": "flower.example.org:9092", "SITE_DATA": "/srv/data"})
     supernode = json.loads(rendered.stdout)["services"]["supernode"]
     assert supernode["image"].endswith("-cuda") and supernode["build"]["args"]["TORCH"] == "cuda"
     [device] = supernode["deploy"]["resources"]["reservations"]["devices"]
