@@ -20,12 +20,13 @@ from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from app import task
-from flowerdock_logging import configure_logging, get_logger
+from flowerdock_logging import configure_logging, flower_internals, get_logger
 from app.model_guard import ModelGuard, Score
 from app.quorum import QuorumGrid, RunFailed, WaitPolicy
 from app.aggregators import build_strategy
 
 configure_logging()  # again here: JSON even where flowerdock_logging.pth is not installed
+flower_internals.require("app/")  # a Flower that moved what app/ relies on fails the ServerApp's load, saying what
 app = ServerApp()
 log = get_logger("app.server")
 

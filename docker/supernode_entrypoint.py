@@ -53,7 +53,7 @@ import sys
 from pathlib import Path
 
 import supernode_processes as processes  # beside this file
-from flowerdock_logging import get_logger
+from flowerdock_logging import flower_internals, get_logger
 from supernode_processes import ConfigError
 
 log = get_logger("app.entrypoint")
@@ -226,6 +226,7 @@ def as_flower_node_config(config: dict) -> str:
 
 
 def main() -> None:
+    flower_internals.require("docker/supernode_")  # the Flower lines and defaults it relies on; imports no Flower
     try:
         node_config, replica = data_node_config() if os.getenv("DATA_PATH") else partition_node_config()
         arguments = flower_arguments(sys.argv[1:], replica)

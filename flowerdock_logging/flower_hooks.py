@@ -52,6 +52,9 @@ def drop_blank(record: logging.LogRecord) -> bool:
 
 
 def take_over_flower(module: ModuleType) -> None:
+    from flowerdock_logging.flower_internals import require  # here, not at every interpreter start
+
+    require("flowerdock_logging/flower_hooks.py")  # what is taken over is still there (Flower's processes)
     if _formatter is not None:
         adopt(module.console_handler, _formatter)  # Flower's one console handler
     logging.getLogger("flwr").propagate = False  # that handler prints it, once

@@ -13,4 +13,7 @@ from types import ModuleType
 
 
 def show_serverapp_output(module: ModuleType) -> None:
+    from flowerdock_logging.flower_internals import require  # here, not at every interpreter start
+
+    require("flowerdock_logging/superexec_output.py")  # a renamed flag would be set on nothing
     module.AutoExecPlugin.suppress_output = False
