@@ -33,7 +33,7 @@ def test_settings_from_the_environment_and_the_allow_list():
 
 @pytest.mark.parametrize(("environ", "error"), [
     ({"FLEET_MAX_BODY": "4m"}, "FLEET_MAX_BODY=4m is too small: a SuperNode sends model chunks of up to 5 MiB"),
-    ({"CONTROL_MAX_BODY": "5m"}, "CONTROL_MAX_BODY=5m is too small: `flwr run` sends FABs of up to 10 MB"),
+    ({"CONTROL_MAX_BODY": "5m"}, "CONTROL_MAX_BODY=5m is too small: `flwr run` sends FABs of up to 10 MiB"),
     ({"FLEET_MAX_BODY": "lots"}, "FLEET_MAX_BODY='lots' is not a size"),
     ({"HEADER_TIMEOUT": "10 s"}, "HEADER_TIMEOUT='10 s' is not a duration"),
     ({"FLEET_RATE_PER_CLIENT": "50"}, "FLEET_RATE_PER_CLIENT='50' is not a rate"),
@@ -44,3 +44,10 @@ def test_settings_from_the_environment_and_the_allow_list():
 def test_a_setting_that_cannot_work_says_which_and_what_to_set(environ, error):
     with pytest.raises(settings.SettingError, match=re.escape(error)):
         settings.settings(environ)
+
+
+def test_the_least_body_sizes_are_flowers_own():
+    """The gateway image has no Flower, so settings.py states Flower's chunk and FAB limits: as Flower has them."""
+    from flwr.common.constant import FAB_MAX_SIZE, FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE
+
+    assert (settings.FLOWER_FAB, settings.FLOWER_CHUNK) == (FAB_MAX_SIZE, FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE)

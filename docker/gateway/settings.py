@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 
 # Flower 1.42 sends arrays in chunks of at most 5 MiB (FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE)
-# and a FAB of at most 10 MB (FAB_MAX_SIZE); a body limit under these breaks runs.
-FLOWER_CHUNK, FLOWER_FAB = 5 * 2**20, 10 * 10**6
+# and a FAB of at most 10 MiB (FAB_MAX_SIZE); a body limit under these breaks runs.
+FLOWER_CHUNK, FLOWER_FAB = 5 * 2**20, 10 * 2**20  # the gateway image has no Flower: tests compare them
 
 DEFAULTS = {
     "GATEWAY_WORKERS": "auto",
@@ -94,7 +94,7 @@ CHECKS = {
     "GATEWAY_WORKERS": _workers,
     "HEADER_TIMEOUT": _time, "BODY_TIMEOUT": _time, "KEEPALIVE_TIMEOUT": _time,
     "FLEET_MAX_BODY": lambda n, v: _size(n, v, FLOWER_CHUNK, "a SuperNode sends model chunks of up to 5 MiB"),
-    "CONTROL_MAX_BODY": lambda n, v: _size(n, v, FLOWER_FAB, "`flwr run` sends FABs of up to 10 MB"),
+    "CONTROL_MAX_BODY": lambda n, v: _size(n, v, FLOWER_FAB, "`flwr run` sends FABs of up to 10 MiB"),
     "FLEET_RATE_PER_CLIENT": _rate,
     "FLEET_BURST_PER_CLIENT": _count, "FLEET_CONNECTIONS_PER_CLIENT": _count, "FLEET_UPLOADS_TOTAL": _count,
 }
