@@ -20,18 +20,29 @@ export FLWR_DISABLE_UPDATE_CHECK := 1
 RAY_ADDRESS ?= local
 export RAY_ADDRESS
 
-.PHONY: install images federation federation-aggregated sites federation-sites simulation-docker simulation-ray ray-certs report test test-fast simulation simulation-stop bench bench-round bench-model-size bench-simulation bench-faults bench-commands bench-ray bench-superlink bench-gateway constraints lock down clean help
+.PHONY: install cli images federation federation-aggregated sites federation-sites simulation-docker simulation-ray ray-certs report test test-fast simulation simulation-stop bench bench-round bench-model-size bench-simulation bench-faults bench-commands bench-ray bench-superlink bench-gateway constraints lock down clean help
 
 # Every file checked against its sha256 in locks/host.txt (CPython 3.11), installed as locked
 # (--no-deps: the lock is the whole set); the project itself editable, built by the locked
 # hatchling (no build isolation: nothing unlocked is fetched); then pip check.
+PYTHON_IS_311 = @$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and f"make $@: locks/ are for CPython 3.11, and $(PYTHON) is {sys.version.split()[0]}: PYTHON=python3.11 make $@")'
 install: $(VENV)/.installed  ## the host venv (CPython 3.11, as locked): Flower, torch, the tests' tools
 $(VENV)/.installed: pyproject.toml constraints.txt locks/host.txt
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and f"make install: locks/host.txt is for CPython 3.11, and $(PYTHON) is {sys.version.split()[0]}: PYTHON=python3.11 make install")'
+	$(PYTHON_IS_311)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --require-hashes --no-deps -r locks/host.txt
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/pip check
+	touch $@
+
+# Only the flwr CLI, for a machine that submits runs and lists them (docs/deployment.md): no
+# torch, no app; the files of locks/cli.txt, each checked against its sha256.
+cli: .venv-cli/.installed  ## only the flwr CLI, as locked, in .venv-cli (for a laptop that submits runs)
+.venv-cli/.installed: locks/cli.txt
+	$(PYTHON_IS_311)
+	$(PYTHON) -m venv .venv-cli
+	.venv-cli/bin/pip install --quiet --require-hashes --no-deps -r locks/cli.txt
+	.venv-cli/bin/pip check
 	touch $@
 
 images:  ## the SuperLink, SuperNode and ServerApp images (registry-free where need be)
@@ -170,4 +181,4 @@ help:  ## this list
 		awk -F'\t' '{ printf "  %-22s %s\n", $$1, $$2 }'
 
 clean:  ## remove the venv, built wheels and local outputs (not images, not containers: make down)
-	rm -rf $(VENV) build .flwr/apps .flwr/local-superlink outputs
+	rm -rf $(VENV) .venv-cli build .flwr/apps .flwr/local-superlink outputs

@@ -93,6 +93,8 @@ def lock_sets() -> list[LockSet]:
                                    "editables", "hatchling", "pip"),
                 "the host's .venv (make install): the project's dependencies and extras, pip, "
                 "and the build backend for its editable install"),
+        LockSet("cli.txt", HOST, (named["flwr"], "pip"),
+                "the flwr CLI alone (make cli: .venv-cli), for a machine that only submits runs"),
         LockSet("build.txt", HOST, ("hatchling", "pip"),
                 "pip (runs from its wheel in every image build) and the build backend of the "
                 "project's own wheel (docker/wheelhouse.sh); pure Python, any CPython"),
