@@ -135,3 +135,31 @@ def test_every_container_runs_with_the_least_it_needs(file):
             assert set(service["cap_add"]) == {"SETUID", "SETGID", "KILL"}, where
         else:  # the one-shots: their files
             assert set(service.get("cap_add", [])) <= {"CHOWN", "DAC_OVERRIDE", "FOWNER", "DAC_READ_SEARCH"}, where
+
+
+# What each machine's env file must name: every knob its compose files read (an operator copies
+# the example and reads it; a knob it lacks is one they never learn of). Build-time knobs are
+# the image builder's (`make images`), not a site's.
+ENV_EXAMPLES = {
+    "docker/server.env.example": ["docker/compose.server.yaml"],
+    "docker/client.env.example": ["docker/compose.client.yaml", "docker/compose.site-data.yaml",
+                                  "docker/compose.gpu.yaml"],
+}
+BUILD_ONLY = {"BASE_IMAGE"}
+
+
+def knobs(file: str) -> set[str]:
+    """The variables a compose file reads: Compose's own list (it follows `extends`) and every
+    ${NAME} in the file's text (Compose leaves out services in profiles)."""
+    listed = sh("docker", "compose", "-f", file, "--profile", "*", "config", "--variables", check=False,
+                env={"SUPERLINK": "x:9092"}).stdout.splitlines()[1:]
+    text = (ROOT / file).read_text()
+    return {line.split()[0] for line in listed if line.strip()} | set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", text))
+
+
+@pytest.mark.parametrize("example", list(ENV_EXAMPLES))
+def test_each_env_example_names_every_knob_of_its_compose_files(example):
+    named = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]*)=", (ROOT / example).read_text(), re.M))
+    wanted = set().union(*(knobs(file) for file in ENV_EXAMPLES[example])) - BUILD_ONLY - {"COMPOSE_PROJECT_NAME"}
+    assert wanted - named == set(), f"{example} lacks these knobs of {ENV_EXAMPLES[example]}"
+    assert named - wanted == set(), f"{example} names knobs its compose files do not read"
