@@ -49,22 +49,22 @@ images:  ## the SuperLink, SuperNode and ServerApp images (registry-free where n
 	docker/build-images.sh
 
 # What a person watching sees of a run: its rounds as readable lines (scripts/watch.py) when
-# make's output is a terminal; JSON Lines, as the containers print them, when it is not (CI, a
-# pipe, a file) or with WATCH=json; WATCH=text: readable lines always. Either way every
-# container's own log stays JSON (`docker compose logs`), and make exits with the run's outcome.
+# make's output is a terminal; JSON Lines, as the containers print them, when it is not (a
+# pipe, a file), under CI, or with WATCH=json; WATCH=text: readable lines always. Either way
+# every container's own log stays JSON, and make exits with the run's outcome.
 WATCH ?= auto
-FOLLOW = { if [ "$(WATCH)" = text ] || { [ "$(WATCH)" = auto ] && [ -t 1 ]; }; \
-	then python3 scripts/watch.py; else cat; fi; }
-# Naming `submit` makes Compose follow it alone: Compose 2.2x would otherwise end
-# everything when the one-shot `certs` service finishes. Then the daemons stop.
-RUN_TO_THE_END = up --no-build --exit-code-from submit submit | $(FOLLOW); status=$${PIPESTATUS[0]}
+# $(call run_to_the_end,COMPOSE): up, following `submit` alone (Compose 2.2x would otherwise
+# end everything when the one-shot `certs` finishes); $$status is the run's outcome.
+run_to_the_end = $(1) up --no-build --exit-code-from submit submit | \
+	{ if [ "$(WATCH)" = text ] || { [ "$(WATCH)" = auto ] && [ -t 1 ] && [ -z "$$CI" ]; }; \
+	then python3 scripts/watch.py --logs "$(1) logs"; else cat; fi; }; status=$${PIPESTATUS[0]}
 
 federation: images  ## a whole federation in Docker, to the end; exits with the run's outcome
-	docker compose $(RUN_TO_THE_END); docker compose stop; exit $$status
+	$(call run_to_the_end,docker compose); docker compose stop; exit $$status
 
 AGGREGATED := docker compose -f docker/compose.aggregator.yaml
 federation-aggregated: images  ## the federation with every container's lines stored by the aggregator (kept running)
-	$(AGGREGATED) $(RUN_TO_THE_END); $(AGGREGATED) stop superlink serverapp supernode; exit $$status
+	$(call run_to_the_end,$(AGGREGATED)); $(AGGREGATED) stop superlink serverapp supernode; exit $$status
 
 report: install  ## table + chart of the last run in the aggregator's store (make federation-aggregated first)
 	@# Every run's file, oldest first: the report takes the last run the ServerApp's own lines
@@ -81,10 +81,10 @@ SITES_COMPOSE := docker compose -f compose.yaml -f docker/compose.sites.yaml
 federation-sites: images  ## the federation with SuperNode N on ./sites/site-N (make sites first)
 	@test -d sites/site-1 || { echo "no site folders in ./sites: run make sites first" >&2; exit 2; }
 	export SITES_DIR=$(CURDIR)/sites NUM_SUPERNODES=$$(ls -d sites/site-* | wc -l); \
-	$(SITES_COMPOSE) $(RUN_TO_THE_END); $(SITES_COMPOSE) stop; exit $$status
+	$(call run_to_the_end,$(SITES_COMPOSE)); $(SITES_COMPOSE) stop; exit $$status
 
 simulation-docker: images  ## Flower's simulation runtime in a container: SIM_NODES=1000, SIM_SAMPLED=25, SIM_ROUNDS=3
-	docker compose -f docker/compose.simulation.yaml $(RUN_TO_THE_END); \
+	$(call run_to_the_end,docker compose -f docker/compose.simulation.yaml); \
 	docker compose -f docker/compose.simulation.yaml stop; exit $$status
 
 # The simulation on a Ray cluster (docs/ray.md): a Ray head, RAY_WORKERS workers, the
@@ -103,7 +103,7 @@ ray-certs: images  ## the Ray node certificate for RAY_SUBNET in $CERTS_OUT/ray 
 
 RAY_COMPOSE := docker compose -f docker/compose.ray.yaml
 simulation-ray: images ray-certs  ## the simulation on a Ray cluster: RAY_WORKERS=2, SIM_NODES=1000, SIM_SAMPLED=25, SIM_ROUNDS=3
-	$(RAY_COMPOSE) $(RUN_TO_THE_END); $(RAY_COMPOSE) stop; exit $$status
+	$(call run_to_the_end,$(RAY_COMPOSE)); $(RAY_COMPOSE) stop; exit $$status
 
 test: install  ## every test, the Docker end-to-end ones included
 	$(BIN)/python -m pytest -v -rA --durations=15

@@ -162,7 +162,8 @@ class Watcher:
         if kind == "run_finished":
             aggregated = e.get("rounds_aggregated")
             of = f", {aggregated} of {self.rounds or '?'} rounds aggregated" if aggregated is not None else ""
-            return f"run finished: accuracy {num(e.get('accuracy'), '.3f')}{of}", "head"
+            model = f"; the model: {e['model_path']} in the serverapp container" if e.get("model_path") else ""
+            return f"run finished: accuracy {num(e.get('accuracy'), '.3f')}{of}{model}", "head"
         if kind == "run_deadline_exceeded":
             return f"run stopped: past its deadline of {num(e.get('deadline_s'), '.0f')} s (RUN_DEADLINE)", "bad"
         if kind == "run_submit_failed":
@@ -198,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serverapp-service", default=SERVERAPP_SERVICE,
                         help="the compose service whose run events count, where lines name theirs "
                              "(default: serverapp; superlink for docker/compose.simulation.yaml)")
+    parser.add_argument("--logs", metavar="COMMAND", help="named last, for the JSON lines behind the view "
+                        "(make passes its compose command's `logs`)")
     args = parser.parse_args(argv)
     # Ctrl-C reaches every process of the pipe: Compose then stops the containers and says so,
     # and this stays to print that, ending when its input does (as `tee -i`).
@@ -212,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     for text in iter(sys.stdin.readline, ""):
         watcher.feed(text)
     watcher.finish()
+    if args.logs:
+        watcher.write(f"every container's JSON lines: {args.logs}")
     if watcher.ignored.sources:
         print(watcher.ignored.describe(args.serverapp_service), file=sys.stderr)
     return 0

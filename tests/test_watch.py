@@ -80,7 +80,8 @@ def test_recorded_compose_logs_read_as_rounds():
     assert lines[3].startswith("round 1/2 evaluate  2 ok ")
     assert lines[4] == "round 1/2 accuracy  0.733"
     assert lines[7] == "round 2/2 accuracy  0.953"
-    assert lines[-2:] == ["run finished: accuracy 0.953", "run outcome: finished:completed"]
+    assert lines[-2:] == ["run finished: accuracy 0.953; the model: /var/lib/flower/outputs/final_model.pt in the "
+                          "serverapp container", "run outcome: finished:completed"]
     assert len(lines) == 10  # every event once; Flower's own lines, and the clients' ok replies, dropped
     # Recorded before submit nested its copy in `run_log`: its raw run events are not the ServerApp's.
     assert "ignored 17 run events not from the serverapp service" in result.stderr
@@ -192,3 +193,9 @@ def test_each_line_is_printed_when_its_input_arrives():
             assert process.stdout.read().startswith("round 2/3 train")
         finally:
             process.kill()
+
+
+def test_the_closing_summary_says_where_the_json_lines_are():
+    result = watch(RECORDED.read_text(), "--logs", "docker compose logs")
+    assert result.stdout.splitlines()[-1] == "every container's JSON lines: docker compose logs"
+    assert watch(RECORDED.read_text(), "--logs", "docker compose logs", WATCH="json").stdout == RECORDED.read_text()
