@@ -25,10 +25,11 @@ export RAY_ADDRESS
 # Every file checked against its sha256 in locks/host.txt (CPython 3.11), installed as locked
 # (--no-deps: the lock is the whole set); the project itself editable, built by the locked
 # hatchling (no build isolation: nothing unlocked is fetched); then pip check.
-PYTHON_IS_311 = @$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and f"make $@: locks/ are for CPython 3.11, and $(PYTHON) is {sys.version.split()[0]}: PYTHON=python3.11 make $@")'
+# $(call python_is_311,TARGET): the locks are for CPython 3.11, and say so before anything installs.
+python_is_311 = @$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and f"make $(1): locks/ are for CPython 3.11, and $(PYTHON) is {sys.version.split()[0]}: PYTHON=python3.11 make $(1)")'
 install: $(VENV)/.installed  ## the host venv (CPython 3.11, as locked): Flower, torch, the tests' tools
 $(VENV)/.installed: pyproject.toml constraints.txt locks/host.txt
-	$(PYTHON_IS_311)
+	$(call python_is_311,install)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --require-hashes --no-deps -r locks/host.txt
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
@@ -36,13 +37,15 @@ $(VENV)/.installed: pyproject.toml constraints.txt locks/host.txt
 	touch $@
 
 # Only the flwr CLI, for a machine that submits runs and lists them (docs/deployment.md): no
-# torch, no app; the files of locks/cli.txt, each checked against its sha256.
-cli: .venv-cli/.installed  ## only the flwr CLI, as locked, in .venv-cli (for a laptop that submits runs)
-.venv-cli/.installed: locks/cli.txt
-	$(PYTHON_IS_311)
-	$(PYTHON) -m venv .venv-cli
-	.venv-cli/bin/pip install --quiet --require-hashes --no-deps -r locks/cli.txt
-	.venv-cli/bin/pip check
+# torch, no app; the files of locks/cli.txt (Linux x86_64, CPython 3.11), each checked against
+# its sha256.
+CLI_VENV ?= .venv-cli
+cli: $(CLI_VENV)/.installed  ## only the flwr CLI, as locked, in .venv-cli (for a Linux laptop that submits runs)
+$(CLI_VENV)/.installed: locks/cli.txt
+	$(call python_is_311,cli)
+	$(PYTHON) -m venv $(CLI_VENV)
+	$(CLI_VENV)/bin/pip install --quiet --require-hashes --no-deps -r locks/cli.txt
+	$(CLI_VENV)/bin/pip check
 	touch $@
 
 images:  ## the SuperLink, SuperNode and ServerApp images (registry-free where need be)
@@ -53,11 +56,14 @@ images:  ## the SuperLink, SuperNode and ServerApp images (registry-free where n
 # pipe, a file), under CI, or with WATCH=json; WATCH=text: readable lines always. Either way
 # every container's own log stays JSON, and make exits with the run's outcome.
 WATCH ?= auto
-# $(call run_to_the_end,COMPOSE): up, following `submit` alone (Compose 2.2x would otherwise
-# end everything when the one-shot `certs` finishes); $$status is the run's outcome.
-run_to_the_end = $(1) up --no-build --exit-code-from submit submit | \
-	{ if [ "$(WATCH)" = text ] || { [ "$(WATCH)" = auto ] && [ -t 1 ] && [ -z "$$CI" ]; }; \
-	then python3 scripts/watch.py --logs "$(1) logs"; else cat; fi; }; status=$${PIPESTATUS[0]}
+# $(call run_to_the_end,COMPOSE[,SERVICE]): up, following `submit` alone (Compose 2.2x would
+# otherwise end everything when the one-shot `certs` finishes); $$status is the run's outcome.
+# SERVICE runs the ServerApp (superlink in the simulations). Ctrl-C is Compose's to act on: the
+# reader stays to show it stopping; a reader that fails hands the rest to cat, never losing it.
+run_to_the_end = $(1) up --no-build --exit-code-from submit submit | { trap '' INT; \
+	if [ "$(WATCH)" = text ] || { [ "$(WATCH)" = auto ] && [ -t 1 ] && [ -z "$$CI" ]; }; \
+	then python3 scripts/watch.py --logs "$(1) logs" --serverapp-service $(or $(2),serverapp) || cat; \
+	else cat; fi; }; status=$${PIPESTATUS[0]}
 
 federation: images  ## a whole federation in Docker, to the end; exits with the run's outcome
 	$(call run_to_the_end,docker compose); docker compose stop; exit $$status
@@ -84,7 +90,7 @@ federation-sites: images  ## the federation with SuperNode N on ./sites/site-N (
 	$(call run_to_the_end,$(SITES_COMPOSE)); $(SITES_COMPOSE) stop; exit $$status
 
 simulation-docker: images  ## Flower's simulation runtime in a container: SIM_NODES=1000, SIM_SAMPLED=25, SIM_ROUNDS=3
-	$(call run_to_the_end,docker compose -f docker/compose.simulation.yaml); \
+	$(call run_to_the_end,docker compose -f docker/compose.simulation.yaml,superlink); \
 	docker compose -f docker/compose.simulation.yaml stop; exit $$status
 
 # The simulation on a Ray cluster (docs/ray.md): a Ray head, RAY_WORKERS workers, the
@@ -103,23 +109,25 @@ ray-certs: images  ## the Ray node certificate for RAY_SUBNET in $CERTS_OUT/ray 
 
 RAY_COMPOSE := docker compose -f docker/compose.ray.yaml
 simulation-ray: images ray-certs  ## the simulation on a Ray cluster: RAY_WORKERS=2, SIM_NODES=1000, SIM_SAMPLED=25, SIM_ROUNDS=3
-	$(call run_to_the_end,$(RAY_COMPOSE)); $(RAY_COMPOSE) stop; exit $$status
+	$(call run_to_the_end,$(RAY_COMPOSE),superlink); $(RAY_COMPOSE) stop; exit $$status
 
 test: install  ## every test, the Docker end-to-end ones included
 	$(BIN)/python -m pytest -v -rA --durations=15
 
-test-fast: install  ## unit tests only (no simulation, no Docker)
-	$(BIN)/python -m pytest -q -m "not simulation and not docker"
+test-fast: install  ## unit tests only (no simulation, no Docker, no download)
+	$(BIN)/python -m pytest -q -m "not simulation and not docker and not network"
 
 # Flower's simulation runtime on this machine: 10 virtual SuperNodes, one CPU per
 # ClientApp (two at once on 2 cores); Ray's log forwarding off, as it would prefix
 # ClientApp lines with "(pid=...)" and break JSON Lines.
-# Half of them asked each round (a deployment's default is every site; RUN_CONFIG overrides).
+# Half of them asked each round (a deployment's default is every site; RUN_CONFIG overrides;
+# a RUN_CONFIG that is a .toml file stands alone, as Flower wants it).
 SIM_FEDERATION_CONFIG ?= num-supernodes=10 client-resources-num-cpus=1 init-args-log-to-driver=false
 SIM_RUN_CONFIG := fraction-train=0.5 fraction-evaluate=0.5
 simulation: install  ## `flwr run .` in Flower's simulation runtime: 10 virtual SuperNodes, 5 a round (RUN_CONFIG="...")
 	$(BIN)/python scripts/local_superlink.py check
-	$(BIN)/flwr run . --stream --federation-config "$(SIM_FEDERATION_CONFIG)" --run-config '$(SIM_RUN_CONFIG)' $(if $(RUN_CONFIG),--run-config '$(RUN_CONFIG)')
+	$(BIN)/flwr run . --stream --federation-config "$(SIM_FEDERATION_CONFIG)" \
+		$(if $(filter %.toml,$(RUN_CONFIG)),,--run-config '$(SIM_RUN_CONFIG)') $(if $(RUN_CONFIG),--run-config '$(RUN_CONFIG)')
 
 simulation-stop: install  ## end this checkout's local SuperLink (`flwr run` leaves it running), and no other
 	$(BIN)/python scripts/local_superlink.py stop
@@ -156,8 +164,8 @@ bench-commands: install images  ## the README's commands, timed from a fresh she
 # Every version constraints.txt pins is kept, and what a change to pyproject.toml brings in (a
 # dependency you added, and its own) is pinned anew; UPGRADE=1 re-pins everything to the newest
 # that pyproject.toml allows.
-KEEP_PINS = $(if $(UPGRADE),,-c constraints.txt)
-constraints:  ## pin what a change to pyproject.toml brings in, keeping every other pin (UPGRADE=1: re-pin all); then make lock
+KEEP_PINS = $(if $(filter 1,$(UPGRADE)),,-c constraints.txt)
+constraints:  ## pin what a change to pyproject.toml brings in, keeping every other pin (UPGRADE=1: re-pin all, e.g. a raised pin); then make lock
 	rm -rf build/pin && $(PYTHON) -m venv build/pin && build/pin/bin/pip install --quiet --upgrade pip setuptools $(KEEP_PINS)
 	build/pin/bin/pip install --quiet hatchling editables -e ".[simulation,dev,report]" $(KEEP_PINS)
 	{ sed -n '1,2p' constraints.txt; build/pin/bin/pip freeze --all --exclude-editable; } > constraints.new && mv constraints.new constraints.txt

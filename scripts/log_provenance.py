@@ -52,7 +52,7 @@ def lines_of(texts: Iterable[str]) -> Iterable[Line]:
             continue
         try:
             event = json.loads(body[start:])
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested past the parser's depth
             continue
         if not isinstance(event, dict):
             continue

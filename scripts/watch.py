@@ -26,15 +26,15 @@ import signal
 import sys
 from typing import BinaryIO, TextIO
 
-from log_provenance import PROVENANCE, SERVERAPP_SERVICE, Ignored, Line, lines_of, trusted
+from log_provenance import PROVENANCE, SERVERAPP_EVENTS, SERVERAPP_SERVICE, Ignored, Line, lines_of, trusted
 
 SUBMIT_SERVICE = "submit"  # compose.yaml's: relays the run's log as `run_log`, then `run_outcome`
 SUBMIT_EVENTS = frozenset({"run_outcome", "run_deadline_exceeded", "run_submit_failed"})
 # Lines about one round and phase: the strategy logs them before that phase's round_summary,
 # so they wait for it and are printed under it.
 ROUND_DETAILS = frozenset({"client_round", "round_skipped", "round_rejected", "node_excluded"})
-RUN_EVENTS = ROUND_DETAILS | {"round_summary", "global_evaluation", "run_started", "run_failed",
-                              "run_finished", "nodes_waiting", "nodes_ready", "nodes_wait_ended"}
+# Every run event the ServerApp logs is shown but each node's closing record (the report has it).
+RUN_EVENTS = SERVERAPP_EVENTS - {"node_record"}
 COLOURS = {"ok": "32", "warn": "33", "bad": "31;1", "head": "1"}
 ERROR_WIDTH = 120  # a reply's `error` is for a person, but can run to 500 characters
 
@@ -46,6 +46,12 @@ def num(value: object, spec: str) -> str:
 def kind_of(event: dict) -> str | None:
     kind = event.get("event")
     return kind if isinstance(kind, str) else None  # any JSON can sit there: only a name is an event
+
+
+def shown(event: dict) -> bool:
+    """A run event, or an error of the ServerApp's (Flower's "ServerApp raised an exception", a
+    traceback): a person must see why a run failed, not only that it did."""
+    return kind_of(event) in RUN_EVENTS or event.get("level") in ("error", "critical")
 
 
 def short(text: object, width: int = ERROR_WIDTH) -> str:
@@ -88,13 +94,13 @@ class Watcher:
             if kind == "run_log":  # `flwr log --stream`: the ServerApp's own output
                 inner = line.event.get("line")
                 if isinstance(inner, dict):
-                    return inner if kind_of(inner) in RUN_EVENTS else None
+                    return inner if shown(inner) else None
                 return inner if isinstance(inner, str) else None
             if kind in SUBMIT_EVENTS:
                 return event
         # Where a prefix names the service, only the ServerApp's (trusted() has already dropped
         # a run event printed by any other).
-        if kind in RUN_EVENTS and line.service in (None, self.serverapp_service):
+        if shown(event) and line.service in (None, self.serverapp_service):
             return event
         return None
 
@@ -111,6 +117,10 @@ class Watcher:
         self.flush_pending()  # a phase that ended without its summary (a failed run)
         if kind == "run_started":
             self.rounds = (e.get("config") or {}).get("num-server-rounds")
+        if kind not in RUN_EVENTS | SUBMIT_EVENTS:  # an error line: what it says, and its traceback's last line
+            last = str(e.get("exception") or "").strip().splitlines()[-1:]
+            self.write(f"error: {short(kind)}" + (f" ({short(last[0])})" if last else ""), "bad")
+            return
         self.write(*self.headline(e))
 
     def label(self, e: dict) -> str:
@@ -159,10 +169,16 @@ class Watcher:
                     f"{e.get('wanted')} connected, going on with the quorum of {e.get('quorum')}", "warn")
         if kind == "run_failed":
             return f"run failed: {e.get('reason')}", "bad"
+        if kind == "model_guard_off":
+            return f"model guard off: {short(e.get('reason'))}", "warn"
+        if kind == "superlink_pull_failed":
+            return (f"the SuperLink failed a pull of replies ({e.get('status')}), {e.get('pending')} awaited: "
+                    "tried again", "warn")
         if kind == "run_finished":
             aggregated = e.get("rounds_aggregated")
             of = f", {aggregated} of {self.rounds or '?'} rounds aggregated" if aggregated is not None else ""
-            model = f"; the model: {e['model_path']} in the serverapp container" if e.get("model_path") else ""
+            model = (f"; the model: {e['model_path']} in the {self.serverapp_service} container"
+                     if e.get("model_path") else "")
             return f"run finished: accuracy {num(e.get('accuracy'), '.3f')}{of}{model}", "head"
         if kind == "run_deadline_exceeded":
             return f"run stopped: past its deadline of {num(e.get('deadline_s'), '.0f')} s (RUN_DEADLINE)", "bad"

@@ -60,7 +60,7 @@ def sh(*args: str, env: dict | None = None, timeout: int = 900, check: bool = Tr
 # The compose projects and containers the tests make: "flowerdock-*", "fd-*", and the
 # checkout's own (tests/test_readme.py runs `make federation` in it).
 CHECKOUT = re.sub(r"[^a-z0-9_-]", "", ROOT.name.lower()).lstrip("_-")  # Compose's name for this folder
-TEST_PROJECTS = ("flowerdock-", "fd-", CHECKOUT)
+TEST_PROJECTS = ("flowerdock-", "fd-", f"{CHECKOUT}-", f"{CHECKOUT}_")
 
 
 def engine_objects() -> set[str]:
@@ -111,11 +111,13 @@ class Project:
                         pytest.fail(f"{service} printed a line that is not JSON: {line[:300]!r}")
         return events
 
-    def down(self) -> None:
-        """Every container (one-shots in profiles too: `--profile '*'`), network and volume, checked."""
+    def down(self, check: bool = True) -> list[str]:
+        """Every container (one-shots in profiles too: `--profile '*'`), network and volume; what
+        the engine still holds of the project afterwards (check: none, or the test fails)."""
         self.compose("--profile", "*", "down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
         left = left_in_the_engine(self.name)
-        assert not left, f"`down` left these of project {self.name}: {left}"
+        assert not (check and left), f"`down` left these of project {self.name}: {left}"
+        return left
 
 
 def left_in_the_engine(project: str) -> list[str]:

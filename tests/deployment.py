@@ -158,10 +158,12 @@ address = "localhost:{self.control_port}"
         return sh(*args, timeout=timeout, check=False)
 
     def down(self) -> None:
+        """Every project down, then one check: a project that left something does not keep the
+        others up."""
         for who in ("partner", "outsider"):
             sh("docker", "rm", "-f", f"{self.server.name}-{who}", check=False)
-        for project in (*self.projects, self.server):
-            project.down()
+        left = [thing for project in (*self.projects, self.server) for thing in project.down(check=False)]
+        assert not left, f"`down` left these in the engine: {left}"
 
 
 def probe(deployment: Deployment, code: str) -> str:

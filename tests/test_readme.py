@@ -52,6 +52,8 @@ def make_on_a_terminal(*targets: str, timeout: float = 1800) -> tuple[int, str]:
                 if not chunk:
                     break
                 seen += chunk
+            elif process.poll() is not None:  # make ended and its output is drained (a child may hold on)
+                break
         process.wait(timeout=max(1.0, deadline - time.monotonic()))
     finally:
         if process.poll() is None:
@@ -77,7 +79,9 @@ def checkout_project(images):
     for files in (["compose.yaml"], ["compose.yaml", "docker/compose.sites.yaml"]):
         Project(CHECKOUT, files, {"SITES_DIR": "/nonexistent"}).down()
     yield lambda *files: Project(CHECKOUT, list(files), {"SITES_DIR": "/nonexistent"})
-    down = make("down")
+    # `make down` as a user types it, held to this checkout's own federations (it also takes down the
+    # aggregated, simulation and Ray ones, which a developer may keep running beside the tests).
+    down = make("down", 'FEDERATIONS="compose.yaml" "compose.yaml docker/compose.sites.yaml"')
     assert down.returncode == 0, down.stdout[-2000:] + down.stderr[-2000:]
     assert left_in_the_engine(CHECKOUT) == []
 

@@ -199,3 +199,19 @@ def test_the_closing_summary_says_where_the_json_lines_are():
     result = watch(RECORDED.read_text(), "--logs", "docker compose logs")
     assert result.stdout.splitlines()[-1] == "every container's JSON lines: docker compose logs"
     assert watch(RECORDED.read_text(), "--logs", "docker compose logs", WATCH="json").stdout == RECORDED.read_text()
+
+
+def test_the_serverapps_errors_are_shown_and_a_guard_that_is_off_too():
+    crash = event("ServerApp raised an exception", level="error", logger="flwr",
+                  exception="Traceback (most recent call last):\n  ...\nImportError: cannot import name 'x'")
+    stream = [relayed(STARTED), relayed(event("model_guard_off", reason="guard-tolerance=1")), relayed(crash),
+              printed("supernode-1", crash | {"event": "a ClientApp's own error"})]  # not the ServerApp's
+    out = watch("".join(stream)).stdout.splitlines()
+    assert out[1:] == ["model guard off: guard-tolerance=1",
+                       "error: ServerApp raised an exception (ImportError: cannot import name 'x')"]
+
+
+def test_json_nested_past_the_parsers_depth_is_passed_over_not_fatal():
+    deep = "supernode-1  | " + '{"a": ' * 100_000 + "1" + "}" * 100_000 + "\n"
+    result = watch(deep + relayed(summary(1, "train", ok=2)))
+    assert result.returncode == 0 and result.stdout.splitlines()[-1].startswith("round 1 train")  # read on
