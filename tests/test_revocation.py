@@ -66,7 +66,7 @@ def test_a_revoked_supernode_is_refused_at_its_next_request_while_the_others_fin
 
     submitted.communicate(timeout=600)
     [run] = [r for r in deployment.flwr_json("ls", "remote")["runs"] if r["run-id"] == run_id]
-    assert run["status"] == "finished:completed"
+    assert run["status"] == "finished:completed", result.stdout[-3000:]  # the run's own lines say why
     events = [e for e in deployment.server.logs("serverapp") if e.get("run_id") == run_id]
     last = max(e["server_round"] for e in events if e["event"] == "round_summary")
     final = {e["node_id"]: e["status"] for e in events
@@ -103,8 +103,10 @@ def test_the_superlinks_certificate_is_rotated_without_losing_its_state(deployme
     assert served_certificate(deployment.fleet_port).strip() == new.strip()  # the gateway's, rotated
     deployment.wait_for_online_nodes(2)  # the same nodes, with the same keys: nothing changed for them
     assert deployment.flwr_json("ls", "remote")["runs"] == runs_before  # the state survived
+    # Two rounds: one round on two small sites may truthfully end `failed` (no better than the most
+    # common label: app/server_app.py), which says nothing of the rotation; once seen in CI.
     result = deployment.flwr("run", APP, "remote", "--stream", "--run-config",
-                             "num-server-rounds=1 min-nodes=2 fraction-train=1.0 fraction-evaluate=1.0", timeout=600)
+                             "num-server-rounds=2 min-nodes=2 fraction-train=1.0 fraction-evaluate=1.0", timeout=600)
     assert result.returncode == 0, result.stdout[-2000:]
     [run] = [r for r in deployment.flwr_json("ls", "remote")["runs"] if r not in runs_before]
-    assert run["status"] == "finished:completed"
+    assert run["status"] == "finished:completed", result.stdout[-3000:]  # the run's own lines say why
