@@ -87,13 +87,14 @@ def test_a_simulation_runs_in_a_container(images):
         sim.down()
 
 
-@pytest.mark.parametrize("files", [["docker/compose.gpu.yaml"],
-                                   ["docker/compose.gpu.yaml", "docker/compose.site-data.yaml"],
-                                   ["docker/compose.site-data.yaml", "docker/compose.gpu.yaml"]])
-def test_a_gpu_site_gets_the_cuda_image_and_a_gpu_reservation(files):
-    # TORCH unset (a site's env file need not say it): the GPU file alone decides the image.
+@pytest.mark.parametrize("files, torch", [(["docker/compose.gpu.yaml"], ""),
+                                          (["docker/compose.site-data.yaml", "docker/compose.gpu.yaml"], ""),
+                                          (["docker/compose.gpu.yaml", "docker/compose.site-data.yaml"], "cuda")])
+def test_a_gpu_site_gets_the_cuda_image_and_a_gpu_reservation(files, torch):
+    # The GPU file given last decides the image whatever TORCH says; given first, the site's env
+    # file's TORCH=cuda (docker/client.env.example) does.
     rendered = sh("docker", "compose", *(a for f in files for a in ("-f", f)), "config", "--format", "json",
-                  env={"TORCH": "", "SUPERLINK": "flower.example.org:9092", "SITE_DATA": "/srv/data"})
+                  env={"TORCH": torch, "SUPERLINK": "flower.example.org:9092", "SITE_DATA": "/srv/data"})
     supernode = json.loads(rendered.stdout)["services"]["supernode"]
     assert supernode["image"].endswith("-cuda") and supernode["build"]["args"]["TORCH"] == "cuda"
     [device] = supernode["deploy"]["resources"]["reservations"]["devices"]
