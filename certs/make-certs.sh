@@ -1,5 +1,5 @@
 #!/usr/bin/env sh
-# Certificates and keys for a Flower deployment (see certs/make_certs.py):
+# Certificates and keys for a Flower deployment (see certs/make_certs.py; its code is in certs/certlib/):
 #
 #   certs/make-certs.sh init --san DNS:flower.example.org --nodes 2
 #   certs/make-certs.sh server --san DNS:flower.example.org --force   # rotate the server certificate
@@ -23,5 +23,5 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 exec docker run --rm --user root --entrypoint python3 -e SUPERLINK_SANS="${SUPERLINK_SANS:-}" \
   -e LOG_FORMAT=console -e CERTS_OUT_SHOWN="$out" \
-  -v "$here/make_certs.py:/usr/local/bin/make_certs.py:ro" -v "$out:/out" \
+  -v "$here/make_certs.py:/usr/local/bin/make_certs.py:ro" -v "$here/certlib:/usr/local/bin/certlib:ro" -v "$out:/out" \
   "flowerdock/superlink:${FLOWERDOCK_VERSION:-1.0.0}" /usr/local/bin/make_certs.py --out /out "$@"

@@ -216,14 +216,14 @@ RELIED_ON: tuple[Reliance, ...] = (
 
     # --- certs/: the keys Flower reads -------------------------------------------------------------
     Text("supernode/cli/flower_supernode.py", ("load_ssh_private_key(", "yaml.safe_load(f)", "load_ssh_public_key("),
-         used_by="certs/make_certs.py",
+         used_by="certs/certlib/nodes.py certs/certlib/publisher.py",
          why="a SuperNode's key is read in OpenSSH format, and trusted-entities.yaml is a YAML map of "
              "key ID to OpenSSH public key"),
     Text("supernode/start_client_internal.py", ('verif["signed_at"]', 'decode_base64url(verif["signature"])'),
          used_by="scripts/publish_app.py",
          why="a FAB's verification entry: when it was signed, and the signature as unpadded base64url"),
     Text("superlink/servicer/control/control_handlers.py", 'item["public_key_id"]', used_by="scripts/publish_app.py",
-         why="a verification entry names its key by public_key_id (certs/make_certs.py public_key_id)"),
+         why="a verification entry names its key by public_key_id (certs/certlib/publisher.py public_key_id)"),
 
     # --- scripts/ ----------------------------------------------------------------------------------
     Attribute("flwr.cli.build:build_fab_from_disk", used_by="scripts/publish_app.py",

@@ -34,7 +34,7 @@ from flwr.cli.config_utils import get_fab_metadata
 from flwr.supercore.primitives.asymmetric_ed25519 import create_message_to_sign
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "certs"))
-from make_certs import public_key_id  # noqa: E402 - one rule for the key's ID, with the tool that makes it
+from certlib.publisher import public_key_id  # noqa: E402 - one rule for the key's ID, with the code that makes the key
 
 
 class PublishError(Exception):

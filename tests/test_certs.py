@@ -52,6 +52,18 @@ def make_as_other_uid(out, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60, env={**os.environ, "LOG_FORMAT": "json"})
 
 
+def test_loading_the_script_loads_every_module_it_runs():
+    # What make_as_other_uid relies on: loading make_certs.py (as AS_OTHER_UID does, from another
+    # folder, so certs/ is not on sys.path) imports all of certlib/, so nothing is read later.
+    load = (f"path = {SCRIPT!r}; exec(compile(open(path).read(), path, 'exec'), "
+            "{'__name__': 'preload', '__file__': path}); import sys; "
+            "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] == 'certlib')))")
+    result = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True, timeout=60, cwd="/")
+    assert result.returncode == 0, result.stderr
+    modules = {"certlib", *(f"certlib.{p.stem}" for p in (ROOT / "certs/certlib").glob("*.py") if p.stem != "__init__")}
+    assert set(result.stdout.split()) == modules
+
+
 def cert(path) -> x509.Certificate:
     return x509.load_pem_x509_certificate(path.read_bytes())
 
