@@ -29,7 +29,10 @@ def train(msg: Message, context: Context) -> Message:
     """Train the received model locally."""
     config = context.run_config
     net = _received_model(msg, context)
-    trainset, _ = _local_data(context)
+    trainset, valset = _local_data(context)
+    # One exchange a round: the received model's validation metrics ride on the train reply,
+    # measured before training changes it (so they are the previous round's model's).
+    received = _evaluation_metrics(net, valset, context) if config["one-exchange"] else {}
     loss, meta = task.train(
         net,
         trainset,
@@ -48,7 +51,7 @@ def train(msg: Message, context: Context) -> Message:
     content = RecordDict(
         {
             "arrays": ArrayRecord(net.state_dict()),
-            "metrics": MetricRecord({"train_loss": loss, "num-examples": len(trainset)}),
+            "metrics": MetricRecord({"train_loss": loss, **received, "num-examples": len(trainset)}),
             record_name: record,
         }
     )
@@ -70,6 +73,14 @@ def evaluate(msg: Message, context: Context) -> Message:
         }
     )
     return Message(content=content, reply_to=msg)
+
+
+def _evaluation_metrics(net, valset: task.Split, context: Context) -> dict[str, float]:
+    """The received model on the validation split, as the evaluate phase would report it."""
+    loss, accuracy, _ = task.evaluate(net, valset)
+    log.info("local_evaluate_done", run_id=context.run_id, examples=len(valset), eval_loss=loss, eval_acc=accuracy,
+             before_training=True)
+    return {"eval_loss": loss, "eval_acc": accuracy}
 
 
 def _ray_node() -> dict[str, str]:

@@ -76,9 +76,11 @@ class Outcome:
         self.status, self.reason, self.error, self.screened = "rejected", reason, error, None
 
 
-def log_client_round(run_id: int, server_round: int, phase: str, outcome: Outcome) -> None:
+def log_client_round(run_id: int, server_round: int, phase: str, outcome: Outcome, **context: Any) -> None:
+    """`context`: what the line's metrics are of, where the phase does not say it alone
+    (`evaluated_model`: a one-exchange round's train reply evaluates the model of the round before)."""
     fields: dict[str, Any] = {"run_id": run_id, "server_round": server_round, "phase": phase,
-                              "node_id": outcome.node_id, "status": outcome.status}
+                              "node_id": outcome.node_id, "status": outcome.status, **context}
     if outcome.status != "ok":
         log.warning("client_round", **fields, reason=outcome.reason, error=outcome.error)
         return
@@ -99,7 +101,7 @@ def log_round_skipped(run_id: int, server_round: int, phase: str, reason: str, d
 
 
 def log_round_summary(run_id: int, server_round: int, phase: str, outcomes: list[Outcome],
-                      metrics: MetricRecord | None, *, sampled: int, duration_s: float) -> None:
+                      metrics: MetricRecord | None, *, sampled: int, duration_s: float, **context: Any) -> None:
     counts = {status: sum(o.status == status for o in outcomes) for status in ("ok", "rejected", "failed", "missing")}
     counts["missing"] += max(sampled - len(outcomes), 0)  # with a Grid that drops unanswered messages
     timing = "training_time" if phase == TRAIN else "evaluation_time"
@@ -112,6 +114,7 @@ def log_round_summary(run_id: int, server_round: int, phase: str, outcomes: list
         f"{timing}_max": max(times) if times else None,
         "duration_s": round(duration_s, 3),
         "metrics": dict(metrics) if metrics is not None else None,
+        **context,
     }
     if phase == TRAIN:
         fields["converged"] = sum(1 for o in outcomes if o.status == "ok" and o.screened.meta.converged)

@@ -54,7 +54,7 @@ def strategy_from(config, run_id: int, guard: ModelGuard | None = None):
     return build_strategy(
         str(config["strategy"]),
         run_id=run_id,
-        expected_metrics={"train": task.TRAIN_METRICS, "evaluate": task.EVALUATE_METRICS},
+        expected_metrics=expected_metrics(config),
         expected_nodes=int(config["expected-nodes"]),
         node_wait_timeout=float(config["node-wait-timeout"]),
         min_replies=int(config["min-replies"]),
@@ -68,8 +68,16 @@ def strategy_from(config, run_id: int, guard: ModelGuard | None = None):
         trimmed_beta=float(config["trimmed-beta"]),
         num_malicious=int(config["num-malicious"]),
         krum_select=int(config["krum-select"]),
+        one_exchange=bool(config["one-exchange"]),
         **sampling(config),
     )
+
+
+def expected_metrics(config) -> dict[str, tuple[str, ...]]:
+    """The metrics each phase's replies must carry: with one exchange a round, a train reply
+    also carries the evaluation of the model it received."""
+    train = task.TRAIN_METRICS + (task.EVALUATE_METRICS if config["one-exchange"] else ())
+    return {"train": train, "evaluate": task.EVALUATE_METRICS}
 
 
 def wait_policy(config) -> WaitPolicy:

@@ -60,6 +60,7 @@ class ScreenedStrategy:
         clip_factor: float = default("clip-factor"),
         exclude_after: int = default("exclude-after"),
         guard: ModelGuard | None = None,
+        one_exchange: bool = default("one-exchange"),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -73,11 +74,19 @@ class ScreenedStrategy:
         self.bound = UpdateBound(clip_factor, self.weighted_by_key)
         self.records = NodeRecords(run_id, exclude_after)
         self.guard = guard or ModelGuard(run_id, None, 1.0)
+        # One exchange a round (run config one-exchange): the train replies carry the received
+        # model's evaluation, and the evaluate phase asks nobody before the last round.
+        self.one_exchange = one_exchange
+        self._num_rounds = 0
         self.rounds_aggregated = 0
         self._global: dict[str, np.ndarray] = {}
         self._current: ArrayRecord | None = None  # the global model this round started from
         self._started: dict[str, float] = {}
         self._sampled: dict[str, int] = {}
+
+    def start(self, *, num_rounds: int = 3, **kwargs: Any):
+        self._num_rounds = num_rounds  # the last round, for one_exchange's evaluate phase
+        return super().start(num_rounds=num_rounds, **kwargs)
 
     # --- configure: wait for a quorum, then sample among the connected nodes --------
 
@@ -91,6 +100,8 @@ class ScreenedStrategy:
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        if self.one_exchange and server_round < self._num_rounds:
+            return self._remember(EVALUATE, [])
         connected = self._connected_nodes(grid, first=False)
         return self._remember(EVALUATE, super().configure_evaluate(server_round, arrays, config, connected))
 
@@ -171,7 +182,7 @@ class ScreenedStrategy:
             reject_opposed(outcomes, self._global, self.min_cosine)
             self.bound.apply(outcomes, self._global)
         for outcome in outcomes:
-            log_client_round(self.run_id, server_round, phase, outcome)
+            log_client_round(self.run_id, server_round, phase, outcome, **self._metrics_of(server_round, phase))
         self.records.note(server_round, phase, outcomes)
         return outcomes
 
@@ -195,7 +206,13 @@ class ScreenedStrategy:
         started = self._started.get(phase, time.monotonic())
         log_round_summary(self.run_id, server_round, phase, outcomes, metrics,
                           sampled=self._sampled.get(phase, len(outcomes)),
-                          duration_s=time.monotonic() - started)
+                          duration_s=time.monotonic() - started, **self._metrics_of(server_round, phase))
+
+    def _metrics_of(self, server_round: int, phase: str) -> dict[str, int]:
+        """Which global model a line's evaluation metrics are of, where the phase does not say:
+        a one-exchange train reply evaluated the model it received, the one after the round
+        before (0: the starting model)."""
+        return {"evaluated_model": server_round - 1} if phase == TRAIN and self.one_exchange else {}
 
 
 class _Connected:

@@ -56,9 +56,10 @@ def round_times(lines: list[str]) -> list[float]:
     return [b - a for a, b in zip(stamps, stamps[1:])]
 
 
-def in_docker(logs: dict[str, list[str]] | None = None, rounds: int = ROUNDS) -> tuple[list[float], float]:
-    return compose_run("flowerdock-bench", [], {"NUM_SUPERNODES": str(NODES), "NUM_ROUNDS": str(rounds)},
-                       "serverapp", logs)
+def in_docker(logs: dict[str, list[str]] | None = None, rounds: int = ROUNDS,
+              run_config: str = "") -> tuple[list[float], float]:
+    return compose_run("flowerdock-bench", [], {"NUM_SUPERNODES": str(NODES), "NUM_ROUNDS": str(rounds),
+                                                "EXTRA_RUN_CONFIG": run_config}, "serverapp", logs)
 
 
 def compose_run(project: str, files: list[str], knobs: dict[str, str], log_service: str,

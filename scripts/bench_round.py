@@ -1,10 +1,14 @@
 """Benchmark: where a round's time goes, in Docker and as plain processes, in one run.
 
-Three federations on this machine, one after the other, each 3 SuperNodes, every
+Four federations on this machine, one after the other, each 3 SuperNodes, every
 node in every round, TLS and node authentication:
-  1. flowerdock in Docker (compose.yaml; the warm ClientApp launcher);
-  2. the same app as plain processes (Flower's own flwr-clientapp: a cold start per message);
-  3. Flower's floor: a trivial numpy app (scripts/bench_apps/trivial) as plain processes.
+  1. flowerdock in Docker (compose.yaml; the warm ClientApp launcher), one exchange a
+     round (run config one-exchange=true: the train reply carries the evaluation);
+  2. the same, two exchanges a round (train, then evaluate: one-exchange=false);
+  3. the same app as plain processes (Flower's own flwr-clientapp: a cold start per message),
+     two exchanges;
+  4. Flower's floor: a trivial numpy app (scripts/bench_apps/trivial) as plain processes
+     (train, then evaluate: two exchanges).
 Round time: between the starts of consecutive rounds (Flower's "[ROUND n/N]"),
 steady rounds only (round 1 pays first-time costs). For (1) and (2), each phase
 (train, evaluate) is split into the steps of one message, from the JSON logs,
@@ -67,7 +71,7 @@ def print_steps(name: str, steps: dict[str, dict[str, float]]) -> None:
     for phase in ("train", "evaluate"):
         if phase in steps:
             cells = "  ".join(f"{step} {steps[phase].get(step, float('nan')):5.2f}" for step in STEPS)
-            print(f"    {name:<18}{phase:<9}{cells}")
+            print(f"    {name:<22}{phase:<9}{cells}")
 
 
 def steady(rounds: list[float]) -> list[float]:
@@ -77,10 +81,14 @@ def steady(rounds: list[float]) -> list[float]:
 def main() -> None:
     runs = []
     docker_logs: dict[str, list[str]] = {}
-    rounds, total = in_docker(docker_logs, rounds=ROUNDS)
-    runs.append(("docker (warm)", rounds, total, phase_steps(docker_logs)))
+    rounds, total = in_docker(docker_logs, rounds=ROUNDS, run_config="one-exchange=true")
+    runs.append(("docker, 1 exchange", rounds, total, phase_steps(docker_logs)))
+    docker_logs = {}
+    rounds, total = in_docker(docker_logs, rounds=ROUNDS, run_config="one-exchange=false")
+    runs.append(("docker, 2 exchanges", rounds, total, phase_steps(docker_logs)))
     plain_logs: dict[str, list[str]] = {}
-    config = f"num-server-rounds={ROUNDS} min-nodes={NODES} fraction-train=1.0 fraction-evaluate=1.0"
+    config = (f"num-server-rounds={ROUNDS} min-nodes={NODES} fraction-train=1.0 fraction-evaluate=1.0 "
+              "one-exchange=false")
     rounds, total = as_processes(ROOT, config, plain_logs)
     runs.append(("plain processes", rounds, total, phase_steps(plain_logs)))
     rounds, total = as_processes(ROOT / "scripts" / "bench_apps" / "trivial", f"num-server-rounds={ROUNDS}")
@@ -91,11 +99,13 @@ def main() -> None:
     for name, rounds, total, _ in runs:
         listed = str([round(r, 1) for r in rounds])
         print(f"  {name:<20}{statistics.fmean(steady(rounds)):>17.2f}  {listed:<34}{total:>14.1f}")
-    docker, plain, floor = (statistics.fmean(steady(run[1])) for run in runs)
-    print(f"  docker / plain processes, same app: {docker / plain:.2f}x")
-    print(f"  docker / flower floor (trivial app, plain): {docker / floor:.2f}x")
+    one, two, plain, floor = (statistics.fmean(steady(run[1])) for run in runs)
+    print(f"  docker, 1 exchange / flower floor (trivial app, plain, 2 exchanges): {one / floor:.2f}x")
+    print(f"  docker, 2 exchanges / flower floor: {two / floor:.2f}x")
+    print(f"  docker, 1 exchange / 2 exchanges: {one / two:.2f}x")
+    print(f"  docker / plain processes, same app, 2 exchanges: {two / plain:.2f}x")
     print("  where a message's time goes (s, mean over nodes and steady rounds):")
-    for name, _, _, steps in runs[:2]:
+    for name, _, _, steps in runs[:3]:
         print_steps(name, steps)
 
 

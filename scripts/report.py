@@ -101,6 +101,17 @@ def fmt(value: float | None, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def validation(train: dict, evaluate: dict) -> str:
+    """The node's accuracy on its validation split: of this round's model (the evaluate phase),
+    or, marked `<`, of the round before's (a one-exchange train reply evaluates the model it
+    received: its `evaluated_model`)."""
+    if (acc := (evaluate.get("metrics") or {}).get("eval_acc")) is not None:
+        return fmt(acc, ".3f")
+    if "evaluated_model" in train and (acc := (train.get("metrics") or {}).get("eval_acc")) is not None:
+        return "<" + fmt(acc, ".3f")
+    return "-"
+
+
 def render(run: Run, factor: float, out: TextIO) -> None:
     nodes = {node for _, _, node in run.clients}
     statuses = [e["status"] for e in run.clients.values()]
@@ -118,7 +129,7 @@ def render(run: Run, factor: float, out: TextIO) -> None:
                       f"{fmt(rejected.get('accuracy_before'), '.3f')} before; the previous model was kept; pulled "
                       f"furthest: {', '.join(str(f.get('node_id')) for f in rejected.get('furthest', []))}\n")
         out.write(f"  {'node':>20}  {'train':>8}  {'time_s':>7}  {'conv':>4}  {'loss first -> last':>20}  "
-                  f"{'evaluate':>8}  {'eval_s':>7}  note\n")
+                  f"{'evaluate':>8}  {'eval_s':>7}  {'val_acc':>8}  note\n")
         for node in sorted({n for r, _, n in run.clients if r == server_round}):
             t = run.clients.get((server_round, "train", node), {})
             v = run.clients.get((server_round, "evaluate", node), {})
@@ -133,7 +144,7 @@ def render(run: Run, factor: float, out: TextIO) -> None:
             conv = {True: "yes", False: "no"}.get(t.get("converged"), "-")
             out.write(f"  {node:>20}  {t.get('status', '-'):>8}  {fmt(t.get('training_time')):>7}  {conv:>4}  "
                       f"{fmt(first, '.3f') + ' -> ' + fmt(last, '.3f'):>20}  {v.get('status', '-'):>8}  "
-                      f"{fmt(v.get('evaluation_time')):>7}  {'; '.join(notes)}\n")
+                      f"{fmt(v.get('evaluation_time')):>7}  {validation(t, v):>8}  {'; '.join(notes)}\n")
 
 
 def render_records(run: Run, out: TextIO) -> None:

@@ -198,3 +198,25 @@ def test_clipped_updates_rejected_rounds_and_each_nodes_record_are_shown():
     [honest] = [text for text in out.splitlines()[out.splitlines().index("nodes over the run:"):]
                 if text.strip().startswith("21 ")]
     assert honest.rstrip().endswith("-")
+
+
+def test_each_nodes_validation_accuracy_says_which_model_it_is_of():
+    # One exchange a round: round 2's train replies evaluated the model after round 1 ("<");
+    # the last round's evaluate phase, this round's model.
+    def evaluated(node: str, accuracy: float, server_round: int) -> str:
+        return line(event="client_round", server_round=server_round, phase="train", node_id=node, status="ok",
+                    training_time=1.0, converged=False, training_losses={"epoch_1": 1.0}, evaluated_model=server_round - 1,
+                    metrics={"train_loss": 0.5, "eval_loss": 0.4, "eval_acc": accuracy, "num-examples": 10})
+
+    lines = [
+        line(event="round_summary", server_round=2, phase="train", sampled=2, replies=2, missing=0, duration_s=3.0,
+             converged=0, evaluated_model=1),
+        evaluated("31", 0.875, 2), evaluated("32", 0.0, 2),
+        line(event="client_round", server_round=2, phase="evaluate", node_id="31", status="ok", evaluation_time=0.1,
+             metrics={"eval_loss": 0.3, "eval_acc": 0.9375, "num-examples": 16}),
+    ]
+    result = report(stdin="\n".join(lines) + "\n")
+    assert result.returncode == 0, result.stderr
+    rows = {text.split()[0]: text for text in result.stdout.splitlines() if text.strip()[:2] in ("31", "32")}
+    assert " 0.938 " in rows["31"] and "<0.875" not in rows["31"]  # this round's model, from the evaluate phase
+    assert "<0.000" in rows["32"]  # the round before's model, from its train reply
