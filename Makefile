@@ -19,8 +19,11 @@ export FLWR_DISABLE_UPDATE_CHECK := 1
 # to join a cluster on purpose.
 RAY_ADDRESS ?= local
 export RAY_ADDRESS
+# The images' tag: the project's version, stated once in pyproject.toml (compose files' defaults
+# and .env say the same: tests/test_image_version.py).
+export FLOWERDOCK_VERSION ?= $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml | head -1)
 
-.PHONY: install cli images federation federation-aggregated sites federation-sites simulation-docker simulation-ray ray-certs report test test-fast simulation simulation-stop bench bench-round bench-model-size bench-simulation bench-faults bench-commands bench-ray bench-superlink bench-gateway constraints lock down clean help
+.PHONY: install cli images federation federation-aggregated sites site-bundle federation-sites simulation-docker simulation-ray ray-certs report test test-fast simulation simulation-stop bench bench-round bench-model-size bench-simulation bench-faults bench-commands bench-ray bench-superlink bench-gateway constraints lock down clean help
 
 # Every file checked against its sha256 in locks/host.txt (CPython 3.11), installed as locked
 # (--no-deps: the lock is the whole set); the project itself editable, built by the locked
@@ -82,6 +85,15 @@ report: install  ## table + chart of the last run in the aggregator's store (mak
 SITES ?= 3
 sites: install  ## SITES=3 site folders in ./sites from the bundled digits (Dirichlet: sizes and label mixes differ)
 	$(BIN)/python scripts/make_site_data.py --sites $(SITES) --partitioning dirichlet --alpha 0.5 --format npz,csv --out sites --force
+
+# A site's bundle: its compose file, env file and keys (and, IMAGES=1, the SuperNode image), for a
+# machine with Docker and no clone: NODE=supernode-3 SUPERLINK=flower.example.org:9092 make site-bundle
+# (SITE_DATA=1: the site's own data; GPU=1: the CUDA image; a new NODE gets a key from certs/out/).
+site-bundle: install  ## NODE's bundle in ./bundles/NODE (SUPERLINK=host:port; SITE_DATA=1, GPU=1, IMAGES=1)
+	@test -n "$(NODE)" -a -n "$(SUPERLINK)" || { echo "make site-bundle: set NODE=supernode-N and SUPERLINK=host:port" >&2; exit 2; }
+	$(BIN)/python scripts/site_bundle.py $(NODE) --superlink $(SUPERLINK) $(if $(SITE_DATA),--site-data) \
+		$(if $(GPU),--gpu) $(if $(IMAGES),--images) $(if $(PARTITION),--partition $(PARTITION)) \
+		$(if $(NUM_PARTITIONS),--num-partitions $(NUM_PARTITIONS))
 
 SITES_COMPOSE := docker compose -f compose.yaml -f docker/compose.sites.yaml
 federation-sites: images  ## the federation with SuperNode N on ./sites/site-N (make sites first)
@@ -183,6 +195,9 @@ down:  ## take down every federation started here, to the last container and vol
 		SITES_DIR=/nonexistent docker compose $$(printf -- '-f %s ' $$files) --profile '*' \
 			down --volumes --remove-orphans --timeout 5 || exit 1; \
 	done
+
+print-version:  # the images' tag (for scripts)
+	@echo $(FLOWERDOCK_VERSION)
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /\1\t/' | \

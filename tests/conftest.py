@@ -8,11 +8,15 @@ import re
 import socket
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# The images' tag is the project's version (pyproject.toml), as compose's defaults and .env say
+# (tests/test_config_defaults.py holds them to it).
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
 def json_lines(text: str) -> list[dict]:
@@ -146,6 +150,17 @@ def server_identity(run_id: int):
     configure_logging("json", "INFO")
     yield
     TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+@pytest.fixture(scope="session")
+def cli_venv(tmp_path_factory) -> Path:
+    """`make cli`: Flower's CLI alone, as locked (locks/cli.txt), as a laptop that submits runs has
+    it. It downloads from PyPI (about 300 MB): the tests that use it are marked `network`."""
+    venv = tmp_path_factory.mktemp("laptop") / "cli"
+    result = subprocess.run(["make", "--no-print-directory", "cli", f"CLI_VENV={venv}"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return venv
 
 
 @pytest.fixture(scope="session")

@@ -10,30 +10,41 @@ import json
 import subprocess
 import sys
 import time
-import tomllib
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Project, free_port, sh
+from tests.conftest import ROOT, VERSION, Project, free_port, sh
 
 PUBLIC_NAME = "superlink.flowerdock.test"  # in the certificate; tests/compose.host-gateway.yaml maps it
 ROUNDS = 2
 FLWR = str(Path(sys.executable).parent / "flwr")
 # The SuperNodes run signed apps only: the checkout's app, signed and served by the registry.
-APP = f"@flowerdock/flowerdock=={tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']['version']}"
+APP = f"@flowerdock/flowerdock=={VERSION}"
 
 
 def make_certs(*args: str) -> None:
     sh(sys.executable, "certs/make_certs.py", *args)
 
 
+def submitter_config(control_port: int, ca: Path) -> str:
+    """The laptop's connections as docker/submitter.toml.example has them (this federation's port
+    and CA filled in, as its user would), named "remote", and one without the CA."""
+    text = (ROOT / "docker/submitter.toml.example").read_text()
+    for old, new in (('"flowerdock"', '"remote"'), ("[superlink.flowerdock]", "[superlink.remote]"),
+                     ("localhost:9093", f"localhost:{control_port}"), ("/path/to/certs/out/user/ca.crt", str(ca))):
+        assert old in text, f"docker/submitter.toml.example lacks {old}"
+        text = text.replace(old, new)
+    return text + f'\n[superlink.remote-without-ca]\naddress = "localhost:{control_port}"\n'
+
+
 class Deployment:
     """The server project, with the gateway's hardening options on, and client projects that
     each run one SuperNode: on a partition of the bundled digits (supernode-1 and -2;
     supernode-3's key is never registered; supernode-4's is, for a node to revoke), or, given
-    `sites`, each on its own data folder (supernode-N on sites[N-1], all registered)."""
+    `sites`, each on its own data folder (supernode-N on sites[N-1], all registered), each run
+    from its bundle (scripts/site_bundle.py) as a site's machine would."""
 
     def __init__(self, tmp: Path, sites: list[Path] | None = None) -> None:
         tag = uuid.uuid4().hex[:6]
@@ -54,8 +65,8 @@ class Deployment:
             "REGISTRY_DIR": str(self.registry), "COMPOSE_PROFILES": "signed-apps"})
         self.addresses: dict[str, str] = {}  # the partner's and the outsider's (start())
         # The two SuperNodes keep compose's restart policy; the one-off probes do not restart.
-        if sites:
-            self.sites = [self.client(f"fd-site{n}-{tag}", f"supernode-{n}", partition=0, site=folder, restart=True)
+        if sites:  # each from its bundle alone (scripts/site_bundle.py), as a site's machine has it
+            self.sites = [self.site(f"fd-site{n}-{tag}", f"supernode-{n}", folder, tmp / "bundles")
                           for n, folder in enumerate(sites, 1)]
         self.clients = [self.client(f"fd-client{n}-{tag}", f"supernode-{n}", partition=n - 1, restart=True)
                         for n in (1, 2)] if not sites else []
@@ -63,17 +74,7 @@ class Deployment:
 
         self.flwr_home = tmp / "flwr-home"
         self.flwr_home.mkdir()
-        (self.flwr_home / "config.toml").write_text(f"""
-[superlink]
-default = "remote"
-
-[superlink.remote]
-address = "localhost:{self.control_port}"
-root-certificates = "{self.certs / 'user/ca.crt'}"
-
-[superlink.remote-without-ca]
-address = "localhost:{self.control_port}"
-""")
+        (self.flwr_home / "config.toml").write_text(submitter_config(self.control_port, self.certs / "user/ca.crt"))
 
     def client(self, name: str, node: str, partition: int, certs: Path | None = None,
                superlink: str | None = None, restart: bool = False, site: Path | None = None) -> Project:
@@ -83,6 +84,20 @@ address = "localhost:{self.control_port}"
             "SUPERLINK": superlink or f"{PUBLIC_NAME}:{self.fleet_port}",
             "NODE_CERTS_DIR": str((certs or self.certs) / node), "SITE_DATA": str(site or ""),
             "PARTITION_ID": str(partition), "NUM_PARTITIONS": "2", "RESTART": "unless-stopped" if restart else "no"})
+        self.projects.append(project)
+        return project
+
+    def site(self, name: str, node: str, data: Path, bundles: Path) -> Project:
+        """A site run from its bundle: its compose file, its .env (SITE_DATA set, as its operator
+        would) and its keys, in a folder outside this checkout; only the test's host names added."""
+        made = json.loads(sh(sys.executable, "scripts/site_bundle.py", node, "--site-data", "--out", str(bundles),
+                             "--certs", str(self.certs), "--superlink", f"{PUBLIC_NAME}:{self.fleet_port}").stdout)
+        bundle = Path(made["bundle"])
+        env_file = bundle / ".env"
+        env_file.write_text(env_file.read_text().replace("SITE_DATA=/absolute/path/to/this/sites/data",
+                                                         f"SITE_DATA={data}"))
+        project = Project(name, [str(bundle / "compose.yaml"), str(ROOT / "tests/site-host-names.yaml")], {})
+        project.bundle = bundle
         self.projects.append(project)
         return project
 
@@ -101,8 +116,8 @@ address = "localhost:{self.control_port}"
             client.compose("up", "-d", "--no-build", "--wait", timeout=300)
         self.wait_for_online_nodes(len(self.clients))
 
-    def flwr(self, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-        return sh(FLWR, *args, env={"FLWR_HOME": str(self.flwr_home), "LOG_FORMAT": "console"},
+    def flwr(self, *args: str, timeout: int = 120, flwr: str = FLWR) -> subprocess.CompletedProcess:
+        return sh(flwr, *args, env={"FLWR_HOME": str(self.flwr_home), "LOG_FORMAT": "console"},
                   timeout=timeout, check=False)
 
     def flwr_json(self, *args: str) -> dict:
@@ -143,7 +158,7 @@ address = "localhost:{self.control_port}"
         self.addresses = {"clients": nat}
         for who in ("partner", "outsider"):
             sh("docker", "run", "-d", "--name", f"{self.server.name}-{who}", f"--network={network}", "--cpus=0.5",
-               f"--volume={ROOT / 'tests/flood'}:/flood:ro", "--entrypoint", "sleep", "flowerdock/supernode:1.0.0-cpu",
+               f"--volume={ROOT / 'tests/flood'}:/flood:ro", "--entrypoint", "sleep", f"flowerdock/supernode:{VERSION}-cpu",
                "infinity")
             self.addresses[who] = sh("docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
                                      f"{self.server.name}-{who}").stdout.strip()

@@ -1,5 +1,6 @@
 """`make cli`: Flower's CLI alone, as locked (locks/cli.txt), for a laptop that only submits runs
-(docs/deployment.md). It downloads from PyPI (about 300 MB): marked `network`, not in make test-fast."""
+(docs/deployment.md). It downloads from PyPI (about 300 MB): marked `network`, not in make test-fast.
+That it submits a run to a deployment: tests/test_deployment.py."""
 
 from __future__ import annotations
 
@@ -15,11 +16,8 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.network
 
 
-def test_make_cli_installs_the_flwr_cli_alone(tmp_path):
-    venv = tmp_path / "cli"
-    result = subprocess.run(["make", "--no-print-directory", "cli", f"CLI_VENV={venv}"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+def test_make_cli_installs_the_flwr_cli_alone(cli_venv, tmp_path):
+    venv = cli_venv
     python = venv / "bin" / "python"
     dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     pinned = Requirement(next(r for r in dependencies if r.startswith("flwr"))).specifier
@@ -29,7 +27,8 @@ def test_make_cli_installs_the_flwr_cli_alone(tmp_path):
     for absent in ("torch", "app", "flowerdock_logging"):  # nothing but the CLI
         assert subprocess.run([python, "-c", f"import {absent}"], cwd="/", capture_output=True).returncode != 0, absent
     project = tmp_path / "flowerdock"  # Flower wants the app's folder named as an app may be
-    shutil.copytree(ROOT / "app", project / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("app", "flowerdock"):  # the app, and the message layer it imports (fab-include)
+        shutil.copytree(ROOT / package, project / package, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", project)
     built = subprocess.run([venv / "bin" / "flwr", "build", "--app", "."], cwd=project,
                            capture_output=True, text=True, timeout=300)

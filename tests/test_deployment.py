@@ -116,10 +116,12 @@ print("STATUS", c.getresponse().status)
     assert status in (401, 403), out
 
 
-def test_a_run_from_the_host_completes_on_both_supernodes(deployment, unaffected):
+@pytest.mark.network
+def test_a_run_from_a_laptop_with_flowers_cli_alone_completes_on_both_supernodes(deployment, unaffected, cli_venv):
+    # `make cli`'s venv (no torch, no app) and docker/submitter.toml.example's connection
     result = deployment.flwr("run", APP, "remote", "--stream", "--run-config",
                              f"num-server-rounds={ROUNDS} min-nodes=2 fraction-train=1.0 fraction-evaluate=1.0",
-                             timeout=600)
+                             timeout=600, flwr=str(cli_venv / "bin/flwr"))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     [run] = [r for r in deployment.flwr_json("ls", "remote")["runs"]]
     assert run["status"] == "finished:completed"

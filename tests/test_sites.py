@@ -1,6 +1,7 @@
 """Each site trains on its own data, on its own disk (issue #11), across "machines": the
 server project and one client project per site, as in tests/test_deployment.py, each
-SuperNode mounting only its site's folder (docker/compose.site-data.yaml).
+SuperNode mounting only its site's folder (docker/compose.site-data.yaml), and each run from
+its bundle alone (scripts/site_bundle.py: its compose file, .env and keys, outside the checkout).
 
 Sites 1-3 come from scripts/make_site_data.py (Dirichlet, so sizes and label mixes
 differ; npz and CSV); site 4 starts with a broken file. The tests run in order, on one
