@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from tests.conftest import ROOT, Project, sh
+from tests.conftest import ROOT, VERSION, Project, sh
 
 pytestmark = pytest.mark.docker
 
@@ -26,14 +26,14 @@ net(torch.ones(8, 4)).sum().backward()
 assert net.weight.grad is not None
 print(torch.__version__)
 """
-    for image in ("flowerdock/supernode:1.0.0-cpu", "flowerdock/serverapp:1.0.0-cpu"):
+    for image in (f"flowerdock/supernode:{VERSION}-cpu", f"flowerdock/serverapp:{VERSION}-cpu"):
         result = sh("docker", "run", "--rm", "--entrypoint", "python3", image, "-c", probe, check=False)
         assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_a_supernode_without_its_partition_stops_with_a_clear_error(images):
     result = sh("docker", "run", "--rm", "-e", "NUM_PARTITIONS=3", "-e", "PARTITION_ID=7",
-                "flowerdock/supernode:1.0.0-cpu", check=False, timeout=120)
+                f"flowerdock/supernode:{VERSION}-cpu", check=False, timeout=120)
     assert result.returncode == 2
     [event] = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     assert event["event"] == "supernode_config_invalid" and "outside 0..2" in event["error"]
@@ -59,7 +59,7 @@ def test_a_client_supernode_without_its_settings_stops_with_a_clear_error(images
 
 
 def test_a_gateway_without_certificates_stops_with_a_clear_error(images):
-    result = sh("docker", "run", "--rm", "flowerdock/gateway:1.0.0", check=False, timeout=120)
+    result = sh("docker", "run", "--rm", f"flowerdock/gateway:{VERSION}", check=False, timeout=120)
     assert result.returncode == 2
     [event] = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     assert event["event"] == "gateway_config_invalid" and "/certs/server/superlink.key" in event["error"]
@@ -76,7 +76,9 @@ def test_a_simulation_runs_in_a_container(images):
         events = sim.logs("superlink")  # every line JSON; the ServerApp runs in this container
         rounds = [e for e in events if e["event"] == "client_round"]
         per_client = Counter((e["server_round"], e["phase"], e["node_id"]) for e in rounds)
-        assert set(per_client.values()) == {1} and {e["status"] for e in rounds} == {"ok"}
+        assert set(per_client.values()) == {1}
+        # honest virtual nodes of about 36 samples each: the defaults' rules must let every one in
+        assert [e for e in rounds if e["status"] != "ok"] == []
         per_round = Counter((r, phase) for r, phase, _ in per_client)
         assert per_round == {(r, p): 10 for r in (1, 2) for p in ("train", "evaluate")}
         summaries = [e for e in events if e["event"] == "round_summary"]

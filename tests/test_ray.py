@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Project, sh
+from tests.conftest import ROOT, VERSION, Project, sh
 
 pytestmark = pytest.mark.docker
 
@@ -42,7 +42,8 @@ def marked_app(folder: Path) -> Path:
     """This checkout's app, with one line more in the ClientApp module: it logs MARKER and
     its own file when imported. The image's copy of `app` has no such line."""
     shutil.copy(ROOT / "pyproject.toml", folder / "pyproject.toml")
-    shutil.copytree(ROOT / "app", folder / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("app", "flowerdock"):  # the app, and the message layer it imports (fab-include)
+        shutil.copytree(ROOT / package, folder / package, ignore=shutil.ignore_patterns("__pycache__"))
     client = folder / "app/client_app.py"
     client.write_text(client.read_text() + f'\nlog.info("fab_marker", marker="{MARKER}", path=__file__)\n')
     return folder
@@ -108,7 +109,7 @@ def test_the_1000_node_simulation_runs_on_the_cluster_sampling_exactly_25_per_ro
 def test_the_run_s_fab_is_shipped_to_the_workers(cluster, first_run):
     # The hook logs it when Flower's ray.init() starts the run's Ray job (the line has no run ID).
     shipped = [e for e in cluster.logs("superlink") if e["event"] == "ray_fab_shipped"]
-    assert shipped and shipped[0]["working_dir"].startswith("/home/flwr/.flwr/apps/flowerdock.flowerdock.1.0.0.")
+    assert shipped and shipped[0]["working_dir"].startswith(f"/home/flwr/.flwr/apps/flowerdock.flowerdock.{VERSION}.")
 
 
 def test_every_ray_node_prints_json_lines_only(cluster, first_run):
@@ -163,7 +164,7 @@ except grpc.FutureTimeoutError:
 """
     def connect(cert: str, key: str) -> str:
         return sh("docker", "run", "--rm", "--user", "root", "--network", network, "-e", "LOG_FORMAT=console",
-                  "-v", f"{cluster.certs}:/c:ro", "--entrypoint", "python3", "flowerdock/simulation:1.0.0-cpu",
+                  "-v", f"{cluster.certs}:/c:ro", "--entrypoint", "python3", f"flowerdock/simulation:{VERSION}-cpu",
                   "-c", probe, "/c", cert, key, f"{head}:6379", timeout=120).stdout.strip().splitlines()[-1]
 
     assert connect("ray/ray.crt", "ray/ray.key") == "open"
