@@ -44,7 +44,7 @@ def train(msg: Message, context: Context) -> Message:
     )
     if context.node_config.get("share-label-counts") is True:  # the site's operator opted in
         meta = dataclasses.replace(meta, label_counts=task.label_counts(trainset))
-    meta = dataclasses.replace(meta, **_ray_node())
+    meta = dataclasses.replace(meta, device=str(task.DEVICE), **_ray_node())  # a CPU fallback shows
     record_name, record = to_config_record(meta)
     log.info("local_train_done", run_id=context.run_id, examples=len(trainset), train_loss=loss,
              training_time=meta.training_time, converged=meta.converged, device=str(task.DEVICE))

@@ -1,7 +1,9 @@
 """Benchmark: the metadata codec against raw cbor2, pickle and JSON, and the strategy's per-reply cost.
 
-Prints figures measured in this one run (ratios are within the run). Usage:
+Prints figures measured in this one run (ratios are within the run), then the comparison of
+validation machinery (scripts/bench_validation.py: ours, msgspec, pydantic). Usage:
     python scripts/bench_metadata.py
+    PYTHONPATH=/tmp/bench-deps python scripts/bench_metadata.py   # with msgspec installed apart
 """
 
 from __future__ import annotations
@@ -148,3 +150,5 @@ if __name__ == "__main__":
     codec_table(TrainProcessMetadata(12.5, False, {f"epoch_{i}": 1.0 / i for i in range(1, 1001)}), "largest allowed")
     hostile_table()
     strategy_cost()
+    from scripts.bench_validation import validation_table  # which checker: ours, msgspec, pydantic
+    validation_table(per_call)

@@ -4,7 +4,6 @@ That it submits a run to a deployment: tests/test_deployment.py."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import tomllib
 
@@ -12,6 +11,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from tests.conftest import ROOT
+from tests.fab_packages import copy_app
 
 pytestmark = pytest.mark.network
 
@@ -27,9 +27,7 @@ def test_make_cli_installs_the_flwr_cli_alone(cli_venv, tmp_path):
     for absent in ("torch", "app", "flowerdock_logging"):  # nothing but the CLI
         assert subprocess.run([python, "-c", f"import {absent}"], cwd="/", capture_output=True).returncode != 0, absent
     project = tmp_path / "flowerdock"  # Flower wants the app's folder named as an app may be
-    for package in ("app", "flowerdock"):  # the app, and the message layer it imports (fab-include)
-        shutil.copytree(ROOT / package, project / package, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "pyproject.toml", project)
+    copy_app(project)
     built = subprocess.run([venv / "bin" / "flwr", "build", "--app", "."], cwd=project,
                            capture_output=True, text=True, timeout=300)
     assert built.returncode == 0 and list(project.glob("*.fab")), built.stdout + built.stderr  # `flwr run` packs it so

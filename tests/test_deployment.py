@@ -132,6 +132,8 @@ def test_a_run_from_a_laptop_with_flowers_cli_alone_completes_on_both_supernodes
     assert set(per_client.values()) == {1}
     assert len(per_client) == ROUNDS * 2 * 2  # rounds x phases x SuperNodes
     assert {node for _, _, node in per_client} == deployment.nodes_before
+    # Each site says which device trained: the CPU image's, here (a GPU site's fallback would show)
+    assert {e["device"] for e in events if e["event"] == "client_round" and e["phase"] == "train"} == {"cpu"}
     # The streamed logs reached the user's terminal too.
     assert "client_round" in result.stdout
 

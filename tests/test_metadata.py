@@ -527,7 +527,7 @@ def test_train_metadata_with_a_ray_node_round_trips(training_losses, node_id, ip
     meta = TrainProcessMetadata(3.0, True, training_losses, label_counts, ray_node_id=node_id, ray_node_ip=ip)
     data = encode(meta)
     assert decode(data) == meta
-    assert cbor2.loads(data)["version"] == 3 == SCHEMA_VERSION
+    assert cbor2.loads(data)["version"] == 3
     assert ("label_counts" in cbor2.loads(data)) is (label_counts is not None)  # still opt-in
 
 
@@ -626,3 +626,28 @@ def test_a_version_3_payload_is_still_checked_like_the_others():
                         ({"ray_node_ip": {"a": {"b": {"c": 1}}}}, "depth")]:
         with pytest.raises(MetadataError, match=reason):
             decode(cbor2.dumps(payload_v3(**bad)))
+
+
+# --- the device that trained: schema version 4 ---------------------------------------------
+
+
+@given(losses, st.sampled_from(["cpu", "cuda", "cuda:0", "cuda:15", "mps"]), st.one_of(st.none(), counts))
+def test_train_metadata_with_its_device_round_trips_as_version_4(training_losses, device, label_counts):
+    meta = TrainProcessMetadata(3.0, True, training_losses, label_counts, device=device)
+    data = encode(meta)
+    assert decode(data) == meta and cbor2.loads(data)["version"] == 4 == SCHEMA_VERSION
+    with_ray = TrainProcessMetadata(3.0, True, training_losses, label_counts, device=device, **RAY)
+    assert decode(encode(with_ray)) == with_ray
+
+
+@pytest.mark.parametrize("device", ["CPU", "", "cuda:", "cuda:1234", "gpu 0", "c" * 17, "cpu\n", 5, None])
+def test_a_device_that_is_not_a_torch_device_name_is_refused(device):
+    with pytest.raises(MetadataError, match="device"):
+        decode(cbor2.dumps(payload(version=4, device=device)))
+
+
+def test_a_version_3_reader_refuses_a_device_and_reads_the_rest(monkeypatch):
+    monkeypatch.setattr(app.metadata, "_READERS", {v: app.metadata._READERS[v] for v in (1, 2, 3)})
+    with pytest.raises(MetadataError, match=r"unsupported schema version 4 \(this reader knows 1, 2, 3\)"):
+        decode(encode(TrainProcessMetadata(1.0, True, {}, device="cpu")))
+    assert decode(encode(GOOD)) == GOOD

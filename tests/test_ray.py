@@ -14,7 +14,6 @@ import ipaddress
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, VERSION, Project, sh
+from tests.fab_packages import copy_app
 
 pytestmark = pytest.mark.docker
 
@@ -41,9 +41,7 @@ def make_certs(out: Path, *args: str) -> None:
 def marked_app(folder: Path) -> Path:
     """This checkout's app, with one line more in the ClientApp module: it logs MARKER and
     its own file when imported. The image's copy of `app` has no such line."""
-    shutil.copy(ROOT / "pyproject.toml", folder / "pyproject.toml")
-    for package in ("app", "flowerdock"):  # the app, and the message layer it imports (fab-include)
-        shutil.copytree(ROOT / package, folder / package, ignore=shutil.ignore_patterns("__pycache__"))
+    copy_app(folder)
     client = folder / "app/client_app.py"
     client.write_text(client.read_text() + f'\nlog.info("fab_marker", marker="{MARKER}", path=__file__)\n')
     return folder

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from flwr.supernode.start_client_internal import _verify_fab
 
 from tests.conftest import ROOT, free_port, sh
 from tests.deployment import Deployment
+from tests.fab_packages import copy_app
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import publish_app  # noqa: E402
@@ -42,7 +42,7 @@ def make_publisher(out: Path) -> tuple[Path, dict]:
 def app_copy(tmp: Path, version: str) -> Path:
     """This checkout's app under another version (a new release of it)."""
     folder = tmp / f"app-{version}"
-    shutil.copytree(ROOT / "app", folder / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    copy_app(folder)
     text = (ROOT / "pyproject.toml").read_text()
     (folder / "pyproject.toml").write_text(text.replace('version = "1.0.0"', f'version = "{version}"', 1))
     return folder

@@ -6,17 +6,18 @@ import shutil
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+from tests.fab_packages import copy_app, shipping  # noqa: E402
 
 
 def assemble(dest: Path) -> Path:
     """`dest` as a Flower app: this repository's `app/`, its pyproject with the ClientApp
     swapped for rogue_client.py's, and a run-config key `attacks` (see rogue_client.py)."""
-    shutil.copytree(ROOT / "app", dest / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    copy_app(dest)
     shutil.copy(Path(__file__).with_name("rogue_client.py"), dest)
-    pyproject = (ROOT / "pyproject.toml").read_text()
+    pyproject = (dest / "pyproject.toml").read_text()
     pyproject = pyproject.replace('clientapp = "app.client_app:app"', 'clientapp = "rogue_client:app"')
     pyproject = pyproject.replace("[tool.flwr.app.config]\n", '[tool.flwr.app.config]\nattacks = ""\n')
-    pyproject = pyproject.replace('fab-include = ["app/**"]', 'fab-include = ["app/**", "rogue_client.py"]')
+    pyproject = shipping(pyproject, "rogue_client.py")
     assert "rogue_client.py" in pyproject, "the FAB would not ship the lying ClientApp: see fab-include"
     (dest / "pyproject.toml").write_text(pyproject)
     dest.chmod(0o755)  # the submit container reads it as another user
