@@ -17,6 +17,17 @@ ROOT = Path(__file__).resolve().parent.parent
 # The images' tag is the project's version (pyproject.toml), as compose's defaults and .env say
 # (tests/test_config_defaults.py holds them to it).
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+_RUN_CONFIG = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+
+
+def exchanges(rounds: int) -> set[tuple[int, str]]:
+    """The (round, phase) pairs in which a run of `rounds` rounds asks each node, on the default run
+    config. With one-exchange (the default) a round is its train phase, whose reply also evaluates the
+    model received, and the evaluate phase runs after the last round only (docs/round-latency.md)."""
+    train = {(r, "train") for r in range(1, rounds + 1)}
+    if _RUN_CONFIG["one-exchange"]:
+        return train | {(rounds, "evaluate")}
+    return train | {(r, "evaluate") for r in range(1, rounds + 1)}
 
 
 def json_lines(text: str) -> list[dict]:

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests import forging_app
-from tests.conftest import ROOT, Project, free_port, sh
+from tests.conftest import ROOT, Project, exchanges, free_port, sh
 
 NODES, ROUNDS = 2, 2
 PROJECT = "flowerdock-test-aggregator-provenance"  # + 8 hex digits: container names of 60+ characters
@@ -211,7 +211,7 @@ def test_run_events_enter_runs_from_the_serverapp_alone_each_once(observed):
     assert [strip(e) for e in run_events] == [e for e in serverapp.printed if e["event"] in SERVERAPP_EVENTS
                                               and e.get("run_id") == observed.run_id]
     rounds = Counter((e["server_round"], e["phase"], e["node_id"]) for e in run_events if e["event"] == "client_round")
-    assert len(rounds) == NODES * ROUNDS * 2 and set(rounds.values()) == {1}
+    assert len(rounds) == NODES * len(exchanges(ROUNDS)) and set(rounds.values()) == {1}
     # submit's copy of the run's lines is nested (run_log), so a query finds each event once.
     assert any(e["event"] == "run_log" and isinstance(e["line"], dict) and e["line"].get("event") == "client_round"
                for e in by_run)
@@ -250,7 +250,7 @@ def test_the_report_tables_the_serverapps_own_lines(observed, tmp_path):
     expected = report(stdin=own)
     assert expected.returncode == 0 and not expected.stderr, expected.stderr
     assert expected.stdout.startswith(f"run {observed.run_id}: {ROUNDS} rounds, {NODES} clients, "
-                                      f"{NODES * ROUNDS * 2} ok")
+                                      f"{NODES * len(exchanges(ROUNDS))} ok")
     forger = f"{observed.project}-supernode-1"
     # What `make report` reads (runs/<run_id>.jsonl), with a chart.
     stored = report(str(observed.store / f"runs/{observed.run_id}.jsonl"), "--png", str(tmp_path / "run.png"))

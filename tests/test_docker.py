@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from tests.conftest import ROOT, VERSION, Project, sh
+from tests.conftest import ROOT, VERSION, Project, exchanges, sh
 
 pytestmark = pytest.mark.docker
 
@@ -80,9 +80,9 @@ def test_a_simulation_runs_in_a_container(images):
         # honest virtual nodes of about 36 samples each: the defaults' rules must let every one in
         assert [e for e in rounds if e["status"] != "ok"] == []
         per_round = Counter((r, phase) for r, phase, _ in per_client)
-        assert per_round == {(r, p): 10 for r in (1, 2) for p in ("train", "evaluate")}
+        assert per_round == {exchange: 10 for exchange in exchanges(2)}
         summaries = [e for e in events if e["event"] == "round_summary"]
-        assert len(summaries) == 4 and {e["sampled"] for e in summaries} == {10}
+        assert len(summaries) == len(exchanges(2)) and {e["sampled"] for e in summaries} == {10}
         [outcome] = [e for e in sim.logs("submit") if e["event"] == "run_outcome"]
         assert outcome["status"] == "finished:completed"
     finally:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, VERSION, Project, sh
+from tests.conftest import ROOT, VERSION, Project, exchanges, sh
 from tests.fab_packages import copy_app
 
 pytestmark = pytest.mark.docker
@@ -100,8 +100,7 @@ def test_the_1000_node_simulation_runs_on_the_cluster_sampling_exactly_25_per_ro
     rounds = [e for e in events if e["event"] == "client_round"]
     per_client = Counter((e["server_round"], e["phase"], e["node_id"]) for e in rounds)
     assert set(per_client.values()) == {1} and {e["status"] for e in rounds} == {"ok"}
-    assert Counter((r, p) for r, p, _ in per_client) == {(r, p): SAMPLED for r in range(1, ROUNDS + 1)
-                                                         for p in ("train", "evaluate")}
+    assert Counter((r, p) for r, p, _ in per_client) == {exchange: SAMPLED for exchange in exchanges(ROUNDS)}
     assert {e["sampled"] for e in events if e["event"] == "round_summary"} == {SAMPLED}
 
 def test_the_run_s_fab_is_shipped_to_the_workers(cluster, first_run):

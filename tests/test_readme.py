@@ -17,7 +17,7 @@ from collections import Counter
 
 import pytest
 
-from tests.conftest import CHECKOUT, ROOT, Project, fresh_shell_env, left_in_the_engine
+from tests.conftest import CHECKOUT, ROOT, Project, exchanges, fresh_shell_env, left_in_the_engine
 
 QUICK_START = re.search(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
 
@@ -91,9 +91,8 @@ def test_make_federation_as_typed(checkout_project):
     status, seen = make_on_a_terminal("federation")
     assert status == 0, seen[-3000:]
     # What the person saw: the rounds as readable lines (scripts/watch.py), not the JSON behind them.
-    for server_round in range(1, ROUNDS + 1):
-        for phase in ("train", "evaluate"):
-            assert re.search(rf"^round {server_round}/{ROUNDS} {phase} +{NODES} ok +[0-9.]+ s$", seen, re.M), seen[-3000:]
+    for server_round, phase in sorted(exchanges(ROUNDS)):
+        assert re.search(rf"^round {server_round}/{ROUNDS} {phase} +{NODES} ok +[0-9.]+ s$", seen, re.M), seen[-3000:]
     assert re.search(r"^run finished: accuracy 0\.\d+, 3 of 3 rounds aggregated; the model: \S+final_model.pt", seen, re.M)
     assert re.search(r"^run outcome: finished:completed$", seen, re.M), seen[-3000:]
     assert re.search(r"^every container's JSON lines: docker compose logs$", seen, re.M)
@@ -104,11 +103,11 @@ def test_make_federation_as_typed(checkout_project):
     rounds = [e for e in events if e["event"] == "client_round"]
     per_client = Counter((e["server_round"], e["phase"], e["node_id"]) for e in rounds)
     assert set(per_client.values()) == {1}
-    assert len(per_client) == NODES * ROUNDS * 2  # every SuperNode, every round, both phases
+    assert len(per_client) == NODES * len(exchanges(ROUNDS))  # every SuperNode, every exchange
     assert {e["status"] for e in rounds} == {"ok"}
     assert len({e["node_id"] for e in rounds}) == NODES
     summaries = {(e["server_round"], e["phase"]) for e in events if e["event"] == "round_summary"}
-    assert summaries == {(r, p) for r in range(1, ROUNDS + 1) for p in ("train", "evaluate")}
+    assert summaries == exchanges(ROUNDS)
     [finished] = [e for e in events if e["event"] == "run_finished"]
     assert finished["accuracy"] > 0.3  # chance is 0.1
 
@@ -126,7 +125,7 @@ def test_make_federation_as_typed(checkout_project):
     # Every message ran in a ClientApp forked warm (docker/clientapp_forkserver.py), none cold.
     node_events = [e["event"] for e in fed.logs("supernode")]
     assert node_events.count("forkserver_ready") == NODES and "clientapp_cold_start" not in node_events
-    assert node_events.count("Start `flwr-clientapp` process") == NODES * ROUNDS * 2
+    assert node_events.count("Start `flwr-clientapp` process") == NODES * len(exchanges(ROUNDS))
 
 
 @pytest.fixture

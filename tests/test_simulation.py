@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from tests.conftest import ROOT, fresh_shell_env, json_lines
+from tests.conftest import ROOT, exchanges, fresh_shell_env, json_lines
 
 LOCAL_SUPERLINK_PORT = 39091  # fixed by Flower for its managed local SuperLink
 ROUNDS = 2
@@ -49,7 +49,7 @@ def test_make_simulation_from_a_fresh_shell_logs_one_line_per_client_per_round(f
     per_client = Counter((e["server_round"], e["phase"], e["node_id"]) for e in rounds)
     assert set(per_client.values()) == {1}, "a client was logged twice in one round and phase"
     summaries = {(e["server_round"], e["phase"]): e for e in events if e["event"] == "round_summary"}
-    assert set(summaries) == {(r, p) for r in range(1, ROUNDS + 1) for p in ("train", "evaluate")}
+    assert set(summaries) == exchanges(ROUNDS)
     for (server_round, phase), s in summaries.items():
         logged = sum(1 for key in per_client if key[:2] == (server_round, phase))
         assert s["sampled"] == s["replies"] == s["ok"] == logged == 5  # fraction 0.5 of 10 nodes

@@ -21,7 +21,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from tests.conftest import sh
+from tests.conftest import exchanges, sh
 from tests.deployment import APP, Deployment
 
 pytestmark = pytest.mark.docker
@@ -113,7 +113,7 @@ def test_each_site_trains_on_exactly_its_own_folder(federation):
     # Every round, each site reports its folder's training size, and nothing else.
     assert sorted(n for counts in by_node.values() for n in counts) == sizes
     assert all(len(counts) == 1 for counts in by_node.values())
-    assert Counter(e["status"] for e in events if e["event"] == "client_round") == {"ok": ROUNDS * 2 * 3}
+    assert Counter(e["status"] for e in events if e["event"] == "client_round") == {"ok": len(exchanges(ROUNDS)) * 3}
     assert final_accuracy(events) > 0.8, "the run did not converge"
     # Only site 1 opted in to sending its label counts: they are its training file's.
     with np.load(federation.folders / "site-1/train.npz") as archive:
@@ -162,12 +162,12 @@ def test_broken_sites_are_unhealthy_and_failed_while_the_others_finish(federatio
     lines = [e for e in events if e["event"] == "client_round"]
     failed = [e for e in lines if e["status"] == "failed"]
     assert {e["reason"] for e in failed} == {"site_data_invalid"}
-    assert len(failed) == 2 * 2 * 2  # two sites, two rounds, two phases
+    assert len(failed) == 2 * len(exchanges(2))  # two sites, every exchange of two rounds
     problems = {e["node_id"]: e["error"] for e in failed}
     assert sorted("labels must be in 0..9" in p for p in problems.values()) == [False, True]
     assert not any("has 12" in p for p in problems.values())  # no value from a site's data
     assert sorted("permission denied" in p for p in problems.values()) == [False, True]
-    assert Counter(e["status"] for e in lines) == {"ok": 2 * 2 * 2, "failed": 2 * 2 * 2}
+    assert Counter(e["status"] for e in lines) == {"ok": 2 * len(exchanges(2)), "failed": 2 * len(exchanges(2))}
     assert final_accuracy(events) > 0.5
 
     # Fixed on the host: both are healthy again, with no restart.
@@ -183,4 +183,4 @@ def test_broken_sites_are_unhealthy_and_failed_while_the_others_finish(federatio
         "site_data_invalid", "site_data_valid"]
     # Each failed ClientApp logged the offending value on the site, and only there.
     local = [e for e in lines if e["logger"] == "app.client" and e["event"] == "site_data_invalid"]
-    assert len(local) == 2 * 2 and all(e["detail"] == "sample 7 has 12" for e in local)
+    assert len(local) == len(exchanges(2)) and all(e["detail"] == "sample 7 has 12" for e in local)
