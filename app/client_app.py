@@ -15,9 +15,11 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from app import task
-from flowerdock_logging import configure_logging, get_logger
+from app.instructions import TrainInstruction
 from app.metadata import to_config_record
 from app.site_data import SiteDataError
+from flowerdock import MessageError, from_content
+from flowerdock_logging import configure_logging, get_logger
 
 configure_logging()  # again here: JSON even where flowerdock_logging.pth is not installed
 app = ClientApp()
@@ -26,32 +28,27 @@ log = get_logger("app.client")
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Train the received model locally."""
-    config = context.run_config
+    """Train the received model locally, as the strategy's instruction says."""
+    instruction = _instruction(msg)
+    config = {**context.run_config, **instruction.settings()}
     net = _received_model(msg, context)
     trainset, valset = _local_data(context)
     # One exchange a round: the received model's validation metrics ride on the train reply,
     # measured before training changes it (so they are the previous round's model's).
     received = _evaluation_metrics(net, valset, context) if config["one-exchange"] else {}
-    loss, meta = task.train(
-        net,
-        trainset,
-        epochs=int(config["local-epochs"]),
-        lr=float(config["learning-rate"]),
-        batch_size=int(config["batch-size"]),
-        tolerance=float(config["convergence-tolerance"]),
-        seed=int(config["seed"]) + int(msg.content["config"]["server-round"]),
-    )
+    metrics, meta = task.train(net, trainset, config,
+                               seed=int(config["seed"]) + int(msg.content["config"]["server-round"]))
     if context.node_config.get("share-label-counts") is True:  # the site's operator opted in
         meta = dataclasses.replace(meta, label_counts=task.label_counts(trainset))
     meta = dataclasses.replace(meta, device=str(task.DEVICE), **_ray_node())  # a CPU fallback shows
     record_name, record = to_config_record(meta)
-    log.info("local_train_done", run_id=context.run_id, examples=len(trainset), train_loss=loss,
-             training_time=meta.training_time, converged=meta.converged, device=str(task.DEVICE))
+    log.info("local_train_done", run_id=context.run_id, examples=len(trainset), **metrics,
+             training_time=meta.training_time, converged=meta.converged, device=str(task.DEVICE),
+             instruction=dataclasses.asdict(instruction))
     content = RecordDict(
         {
             "arrays": ArrayRecord(net.state_dict()),
-            "metrics": MetricRecord({"train_loss": loss, **received, "num-examples": len(trainset)}),
+            "metrics": MetricRecord({**_declared(metrics, task.TRAIN_METRICS), **received, "num-examples": len(trainset)}),
             record_name: record,
         }
     )
@@ -63,12 +60,12 @@ def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the received model on the local validation split."""
     net = _received_model(msg, context)
     _, valset = _local_data(context)
-    loss, accuracy, meta = task.evaluate(net, valset)
+    metrics, meta = task.evaluate(net, valset)
     record_name, record = to_config_record(dataclasses.replace(meta, **_ray_node()))
-    log.info("local_evaluate_done", run_id=context.run_id, examples=len(valset), eval_loss=loss, eval_acc=accuracy)
+    log.info("local_evaluate_done", run_id=context.run_id, examples=len(valset), **metrics)
     content = RecordDict(
         {
-            "metrics": MetricRecord({"eval_loss": loss, "eval_acc": accuracy, "num-examples": len(valset)}),
+            "metrics": MetricRecord({**_declared(metrics, task.EVALUATE_METRICS), "num-examples": len(valset)}),
             record_name: record,
         }
     )
@@ -77,10 +74,27 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 def _evaluation_metrics(net, valset: task.Split, context: Context) -> dict[str, float]:
     """The received model on the validation split, as the evaluate phase would report it."""
-    loss, accuracy, _ = task.evaluate(net, valset)
-    log.info("local_evaluate_done", run_id=context.run_id, examples=len(valset), eval_loss=loss, eval_acc=accuracy,
-             before_training=True)
-    return {"eval_loss": loss, "eval_acc": accuracy}
+    metrics, _ = task.evaluate(net, valset)
+    log.info("local_evaluate_done", run_id=context.run_id, examples=len(valset), **metrics, before_training=True)
+    return _declared(metrics, task.EVALUATE_METRICS)
+
+
+def _instruction(msg: Message) -> TrainInstruction:
+    """The strategy's instruction for this node, decoded as untrusted (the SuperLink relays it):
+    a bad one fails this reply, saying which field and why."""
+    try:
+        return from_content(msg.content, TrainInstruction)
+    except MessageError as exc:
+        log.error("train_instruction_invalid", error=str(exc))
+        raise
+
+
+def _declared(metrics: dict[str, float], names: tuple[str, ...]) -> dict[str, float]:
+    """`metrics` if its names are the declared ones (app/task.py); the server rejects any other."""
+    if set(metrics) != set(names):
+        raise ValueError(f"app/task.py returned metrics {sorted(metrics)}, but declares {sorted(names)}: "
+                         "make TRAIN_METRICS / EVALUATE_METRICS name what train / evaluate return")
+    return metrics
 
 
 def _ray_node() -> dict[str, str]:

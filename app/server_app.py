@@ -11,19 +11,16 @@ Flower ends the run as `finished:failed` (and `submit`, `make federation` exit 1
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
-import torch
 from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from app import task
+from app import checkpoints, task
 from flowerdock_logging import configure_logging, flower_internals, get_logger
 from app.model_guard import ModelGuard, Score
 from app.quorum import QuorumGrid, RunFailed, WaitPolicy
 from app.aggregators import build_strategy
+from app.instructions import Pacer, baseline
 
 configure_logging()  # again here: JSON even where flowerdock_logging.pth is not installed
 flower_internals.require("app/")  # a Flower that moved what app/ relies on fails the ServerApp's load, saying what
@@ -69,6 +66,7 @@ def strategy_from(config, run_id: int, guard: ModelGuard | None = None):
         num_malicious=int(config["num-malicious"]),
         krum_select=int(config["krum-select"]),
         one_exchange=bool(config["one-exchange"]),
+        pacer=Pacer(baseline(config), float(config["pace-factor"])),
         **sampling(config),
     )
 
@@ -122,8 +120,14 @@ def run(grid: Grid, context: Context) -> None:
     def score(arrays: ArrayRecord) -> Score:
         net = task.build_model(config)
         net.load_state_dict(arrays.to_torch_state_dict())
-        loss, accuracy, _ = task.evaluate(net, test_set)
-        return Score(loss, accuracy)
+        metrics, _ = task.evaluate(net, test_set)
+        return Score(metrics["eval_loss"], metrics["eval_acc"])
+
+    def after_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        """Flower calls this with the global model, before round 1 and after each round."""
+        if server_round > 0:
+            checkpoints.save_checkpoint(run_id, server_round, arrays)
+        return evaluate_global(server_round, arrays) if test_set is not None else None
 
     def evaluate_global(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         result = guard.score(arrays)  # scored once, whether the guard or this asks first
@@ -137,21 +141,17 @@ def run(grid: Grid, context: Context) -> None:
     log.info("run_started", run_id=run_id, config=dict(config))
     guard.announce()
     rounds = int(config["num-server-rounds"])
-    torch.manual_seed(int(config["seed"]))  # the same starting model for the same seed: runs compare
     result = strategy.start(
         grid=QuorumGrid(grid, wait_policy(config)),
-        initial_arrays=ArrayRecord(task.build_model(config).state_dict()),
+        initial_arrays=checkpoints.initial_arrays(config, run_id),
         num_rounds=rounds,
         timeout=float(config["round-timeout"]),
-        evaluate_fn=evaluate_global if test_set is not None else None,
+        evaluate_fn=after_round,
     )
     strategy.records.log_records()
     majority = float(np.bincount(test_set.labels).max() / len(test_set)) if test_set is not None else None
     check_outcome(result, rounds, strategy.rounds_aggregated, guard.rounds_rejected, majority)
-    # A folder per run: runs never overwrite each other's model.
-    path = Path(os.getenv("APP_OUTPUT_DIR", "outputs")) / f"run-{run_id}" / str(config["model-path"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(result.arrays.to_torch_state_dict(), path)
+    path = checkpoints.save(result.arrays, checkpoints.run_folder(run_id) / str(config["model-path"]))
     final = result.evaluate_metrics_serverapp.get(rounds)
     log.info("run_finished", run_id=run_id, model_path=str(path), rounds_aggregated=strategy.rounds_aggregated,
              accuracy=final["accuracy"] if final else None)

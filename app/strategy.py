@@ -5,7 +5,8 @@ and the robust FedMedian, FedTrimmedAvg, Krum, MultiKrum, Bulyan). Per round and
 
   configure  wait, bounded, for a quorum of connected nodes (app/quorum.py), leave
              out the nodes excluded for their record (app/node_record.py), then
-             let the base strategy sample among the rest;
+             let the base strategy sample among the rest; each train message
+             carries its node's typed instruction (app/instructions.py);
   screen     judge every reply alone (app/screening.py), then each update against
              its round's others: far from the median distance, or pointing away
              from them (app/round_screening.py); bound what is left in distance
@@ -22,6 +23,7 @@ and the robust FedMedian, FedTrimmedAvg, Krum, MultiKrum, Bulyan). Per round and
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -31,12 +33,13 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
 from app.bounding import UpdateBound
+from app.instructions import Pacer, baseline
 from app.model_guard import ModelGuard, furthest
 from app.node_record import NodeRecords
 from app.quorum import RunFailed, wait_for_nodes
 from app.round_screening import reject_far, reject_opposed
 from app.round_log import EVALUATE, TRAIN, Outcome, log_client_round, log_round_skipped, log_round_summary
-from app.run_config import default
+from app.run_config import default, defaults
 from app.screening import Rejected, bounded, decode_global, screen_evaluate, screen_train
 
 
@@ -61,6 +64,7 @@ class ScreenedStrategy:
         exclude_after: int = default("exclude-after"),
         guard: ModelGuard | None = None,
         one_exchange: bool = default("one-exchange"),
+        pacer: Pacer | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -77,6 +81,7 @@ class ScreenedStrategy:
         # One exchange a round (run config one-exchange): the train replies carry the received
         # model's evaluation, and the evaluate phase asks nobody before the last round.
         self.one_exchange = one_exchange
+        self.pacer = pacer or Pacer(baseline(defaults()))
         self._num_rounds = 0
         self.rounds_aggregated = 0
         self._global: dict[str, np.ndarray] = {}
@@ -95,7 +100,8 @@ class ScreenedStrategy:
     ) -> Iterable[Message]:
         self._global, self._current = decode_global(arrays), arrays
         connected = self._connected_nodes(grid, first=server_round == 1)
-        return self._remember(TRAIN, super().configure_train(server_round, arrays, config, connected))
+        messages = super().configure_train(server_round, arrays, config, connected)
+        return self._remember(TRAIN, self.pacer.attach(server_round, messages))
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -181,8 +187,12 @@ class ScreenedStrategy:
             reject_far(outcomes, self.outlier_factor)
             reject_opposed(outcomes, self._global, self.min_cosine)
             self.bound.apply(outcomes, self._global)
+            for outcome in outcomes:  # each accepted reply's pace, for its node's next instruction
+                if outcome.status == "ok":
+                    self.pacer.note(server_round, outcome.node_id, outcome.screened.meta.training_time)
         for outcome in outcomes:
-            log_client_round(self.run_id, server_round, phase, outcome, **self._metrics_of(server_round, phase))
+            log_client_round(self.run_id, server_round, phase, outcome, **self._metrics_of(server_round, phase),
+                             **self._instruction_of(server_round, phase, outcome))
         self.records.note(server_round, phase, outcomes)
         return outcomes
 
@@ -207,6 +217,11 @@ class ScreenedStrategy:
         log_round_summary(self.run_id, server_round, phase, outcomes, metrics,
                           sampled=self._sampled.get(phase, len(outcomes)),
                           duration_s=time.monotonic() - started, **self._metrics_of(server_round, phase))
+
+    def _instruction_of(self, server_round: int, phase: str, outcome: Outcome) -> dict[str, dict]:
+        """What a train reply's node was asked to do (app/instructions.py)."""
+        instruction = self.pacer.sent(server_round, outcome.node_id) if phase == TRAIN else None
+        return {"instruction": dataclasses.asdict(instruction)} if instruction is not None else {}
 
     def _metrics_of(self, server_round: int, phase: str) -> dict[str, int]:
         """Which global model a line's evaluation metrics are of, where the phase does not say:

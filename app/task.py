@@ -20,6 +20,7 @@ import math
 import time
 import zlib
 from collections.abc import Mapping
+from typing import Any
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -34,8 +35,10 @@ from app.metadata import EvaluateProcessMetadata, TrainProcessMetadata
 from app.models import build_model  # noqa: F401 - part of the contract: the run's model
 from app.run_config import default, setting
 
-# The metrics a ClientApp reports besides "num-examples"; the server rejects a reply
-# with any other keys (app/screening.py).
+# The metrics a ClientApp reports besides "num-examples", declared once: `train` and
+# `evaluate` return exactly these keys, the ClientApp sends them as they are, and the
+# server rejects a reply with any other (app/screening.py). The server's own evaluation
+# (and its model guard) reads eval_loss and eval_acc.
 TRAIN_METRICS = ("train_loss",)
 EVALUATE_METRICS = ("eval_loss", "eval_acc")
 TEST_FRACTION = 0.2  # of the whole data set, held out for the server
@@ -193,10 +196,12 @@ def label_counts(data: Split) -> dict[str, int]:
 # --- Training and evaluation ----------------------------------------------------------
 
 
-def train(
-    net: nn.Module, data: Split, epochs: int, lr: float, batch_size: int, tolerance: float, seed: int
-) -> tuple[float, TrainProcessMetadata]:
-    """Train locally; return the last epoch's mean loss and how training went."""
+def train(net: nn.Module, data: Split, config: Mapping[str, Any], seed: int) -> tuple[dict[str, float], TrainProcessMetadata]:
+    """Train locally as `config` says: the run config, with this node's instruction from the
+    strategy applied (app/instructions.py: local-epochs, learning-rate, batch-size). Return
+    the TRAIN_METRICS (the last epoch's mean loss) and how training went."""
+    epochs, lr = int(setting(config, "local-epochs")), float(setting(config, "learning-rate"))
+    batch_size, tolerance = int(setting(config, "batch-size")), float(setting(config, "convergence-tolerance"))
     torch.manual_seed(seed)
     start = time.perf_counter()
     params = list(net.parameters())
@@ -222,7 +227,7 @@ def train(
         converged=has_converged(values, tolerance),
         training_losses=losses,
     )
-    return values[-1], meta
+    return {"train_loss": values[-1]}, meta
 
 
 def _sgd_momentum_step(params: list[torch.Tensor], velocity: list[torch.Tensor], lr: float, momentum: float = 0.9) -> None:
@@ -246,8 +251,8 @@ def has_converged(losses: list[float], tolerance: float) -> bool:
     return abs(previous - last) <= tolerance * max(abs(previous), 1e-12)
 
 
-def evaluate(net: nn.Module, data: Split, batch_size: int = 256) -> tuple[float, float, EvaluateProcessMetadata]:
-    """Return (mean loss, accuracy, timing) of the model on `data`."""
+def evaluate(net: nn.Module, data: Split, batch_size: int = 256) -> tuple[dict[str, float], EvaluateProcessMetadata]:
+    """Return the EVALUATE_METRICS (mean loss, accuracy) of the model on `data`, and its timing."""
     start = time.perf_counter()
     criterion = nn.CrossEntropyLoss(reduction="sum")
     net.to(DEVICE).eval()
@@ -260,4 +265,4 @@ def evaluate(net: nn.Module, data: Split, batch_size: int = 256) -> tuple[float,
             correct += (outputs.argmax(dim=1) == labels).sum().item()
     net.to("cpu")
     n = max(len(data), 1)
-    return loss / n, correct / n, EvaluateProcessMetadata(evaluation_time=time.perf_counter() - start)
+    return {"eval_loss": loss / n, "eval_acc": correct / n}, EvaluateProcessMetadata(evaluation_time=time.perf_counter() - start)

@@ -11,7 +11,8 @@ What is checked before a run names a model: the folder and files, the formats,
 sample counts, finite features, whole-number labels; and, against MODEL_FEATURES and
 NUM_CLASSES (default: the shipped models' 64 features and 10 classes; `any` to
 skip), the feature count and the label range. Each ClientApp checks again against
-its run's model.
+its run's model, with the run's own code (its FAB): this check uses the image's copy of
+the app, and each line says which version that is (`checked_with_app`).
 
 Run as a process of its own (docker/supernode_processes.py), as the user the
 ClientApps run as, so that it sees the folder with their permissions:
@@ -24,6 +25,7 @@ probe reads it), and exits 2 on a setting it cannot use.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import sys
@@ -37,6 +39,14 @@ from app.site_data import SiteDataError, fingerprint, load_site
 
 log = get_logger("app.entrypoint")
 RECHECK_SECONDS = 10
+
+
+def image_app_version() -> str:
+    """The version of the app installed in this image: the code this check runs."""
+    try:
+        return importlib.metadata.version("flowerdock")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed as a package)"
 
 
 def expected(name: str, default: int) -> int | None:
@@ -57,6 +67,7 @@ class SiteDataWatch:
         self.num_classes = expected("NUM_CLASSES", models.CONFIG_DEFAULTS["num-classes"])
         self.problem: str | None = None
         self.seen: tuple | None = None
+        self.checked_with = image_app_version()
 
     def check(self) -> str | None:
         """Check the folder now, log what it found (a problem only when it is new), report it."""
@@ -67,12 +78,14 @@ class SiteDataWatch:
             problem = f"{exc} ({exc.detail})" if exc.detail else str(exc)  # on this site only
             if problem != self.problem:
                 log.error("site_data_invalid", path=str(exc.path), problem=exc.problem, detail=exc.detail,
+                          checked_with_app=self.checked_with,
                           hint="fix the file on this site's disk; the node is unhealthy and its replies "
                                "fail until then, and is checked again when the folder changes")
         else:
             problem = None
             log.info("site_data_valid", path=str(self.folder), train_examples=len(site.train.y),
-                     validation_examples=len(site.validation.y), features=int(site.train.x.shape[1]))
+                     validation_examples=len(site.validation.y), features=int(site.train.x.shape[1]),
+                     checked_with_app=self.checked_with)
         self.problem = problem
         self.on_change(problem)
         return problem

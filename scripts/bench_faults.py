@@ -125,8 +125,8 @@ def defence_cost(replies: int = 100, repeats: int = 5) -> None:
     def score(arrays):
         net = task.build_model(config)
         net.load_state_dict(arrays.to_torch_state_dict())
-        loss, accuracy, _ = task.evaluate(net, test_set)
-        return Score(loss, accuracy)
+        metrics, _ = task.evaluate(net, test_set)
+        return Score(metrics["eval_loss"], metrics["eval_acc"])
 
     def reply(node_id: int) -> Message:
         size = 10.0 if node_id % 10 == 0 else 1.0

@@ -241,6 +241,27 @@ def test_a_crashing_serverapp_fails_the_run_loudly(three_nodes):
     assert "strategy must be one of" in failed["reason"]
 
 
+def test_a_run_starts_from_another_runs_checkpoint_and_refuses_a_model_that_does_not_fit(three_nodes):
+    fed = three_nodes
+    first = outcome(fed.submit("num-server-rounds=1 min-nodes=2"))
+    assert first["status"] == "finished:completed"
+    [ended] = [e for e in fed.events(first["run_id"]) if e["event"] == "run_finished"]
+    checkpoint = f"run-{first['run_id']}/checkpoint.pt"
+
+    resumed = outcome(fed.submit(f'num-server-rounds=1 min-nodes=2 initial-model="{checkpoint}"'))
+    assert resumed["status"] == "finished:completed"
+    events = fed.events(resumed["run_id"])
+    [loaded] = [e for e in events if e["event"] == "initial_model_loaded"]
+    assert loaded["path"] == f"/var/lib/flower/outputs/{checkpoint}"
+    [start] = [e for e in events if e["event"] == "global_evaluation" and e["server_round"] == 0]
+    assert start["accuracy"] == ended["accuracy"]  # where the first run ended, not a fresh model
+
+    wrong = fed.submit(f'num-server-rounds=1 min-nodes=2 model="mlp" initial-model="{checkpoint}"')
+    assert wrong.returncode == 1
+    [failed] = [e for e in fed.events(outcome(wrong)["run_id"]) if e["event"] == "run_failed"]
+    assert "does not fit the run's model (model=mlp)" in failed["reason"]
+
+
 def test_a_run_past_its_deadline_is_stopped(three_nodes):
     fed = three_nodes
     started = time.monotonic()

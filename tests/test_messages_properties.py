@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.instructions import TrainInstruction
 from app.metadata import EvaluateProcessMetadata, TrainProcessMetadata
 from flowerdock import MessageError, decode, encode, from_content, to_config_record
 from flwr.app import RecordDict
@@ -23,6 +24,7 @@ DECLARED = {
     Pair: objects(Pair),
     TrainProcessMetadata: objects(TrainProcessMetadata, ray_node_ip=IPS),
     EvaluateProcessMetadata: objects(EvaluateProcessMetadata, ray_node_ip=IPS),
+    TrainInstruction: objects(TrainInstruction),
 }
 CBOR_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-2**64, 2**64 - 1) | st.floats() | st.text(max_size=8)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, json_lines
+from tests.conftest import ROOT, VERSION, json_lines
 
 sys.path.insert(0, str(ROOT / "docker"))  # the entrypoint's modules lie beside it in the image
 spec = importlib.util.spec_from_file_location("supernode_entrypoint", ROOT / "docker/supernode_entrypoint.py")
@@ -190,6 +190,8 @@ def test_a_broken_site_folder_is_unhealthy_until_fixed(tmp_path, monkeypatch, ca
     assert [e["event"] for e in events] == ["site_data_invalid", "site_data_valid"]
     assert events[0]["path"] == str(folder / "train.npz") and "labels must be in 0..9" in events[0]["problem"]
     assert events[1]["train_examples"] == 24 and events[1]["validation_examples"] == 6
+    # each says which app's code checked: the image's (here, this checkout's, installed)
+    assert {e["checked_with_app"] for e in events} == {VERSION}
 
 
 def test_start_up_expectations_can_be_left_to_the_run(monkeypatch, tmp_path):

@@ -78,12 +78,14 @@ def test_has_converged():
 def test_training_lowers_the_loss_and_reports_metadata():
     trainset, valset = task.load_partition(0, 2)
     net = Net()
-    before, _, _ = task.evaluate(net, valset)
-    loss, meta = task.train(net, trainset, epochs=3, lr=0.1, batch_size=32, tolerance=0.01, seed=1)
-    after, accuracy, timing = task.evaluate(net, valset)
-    assert after < before and accuracy > 0.2
+    before, _ = task.evaluate(net, valset)
+    metrics, meta = task.train(net, trainset, {"local-epochs": 3, "learning-rate": 0.1, "batch-size": 32,
+                                               "convergence-tolerance": 0.01}, seed=1)
+    after, timing = task.evaluate(net, valset)
+    assert after["eval_loss"] < before["eval_loss"] and after["eval_acc"] > 0.2
+    assert set(metrics) == set(task.TRAIN_METRICS) and set(after) == set(task.EVALUATE_METRICS)
     assert list(meta.training_losses) == ["epoch_1", "epoch_2", "epoch_3"]
-    assert meta.training_losses["epoch_3"] == loss and meta.training_time > 0 and timing.evaluation_time > 0
+    assert meta.training_losses["epoch_3"] == metrics["train_loss"] and meta.training_time > 0 and timing.evaluation_time > 0
 
 
 def test_the_shipped_digits_are_scikit_learns():
@@ -110,7 +112,7 @@ def test_extra_model_megabytes_are_shipped_but_never_trained():
     net = Net(extra_mb=2)
     assert net.state_dict()["extra"].numel() * 4 == 2 * 2**20
     trainset, _ = task.load_partition(0, 4, partitioning="iid", alpha=0.5, seed=1)
-    task.train(net, trainset, epochs=1, lr=0.1, batch_size=32, tolerance=0.01, seed=1)
+    task.train(net, trainset, {"local-epochs": 1}, seed=1)
     assert torch.equal(net.state_dict()["extra"], Net(extra_mb=2).state_dict()["extra"])
     assert "extra" not in Net().state_dict()
 
@@ -130,8 +132,8 @@ def test_the_mlp_learns_the_digits_too():
     config = {**RUN_CONFIG, "model": "mlp"}
     train, val = task.load_local_data({"partition-id": 0, "num-partitions": 2}, config)
     net = build_model(config)
-    task.train(net, train, epochs=5, lr=0.1, batch_size=32, tolerance=0.0, seed=1)
-    assert task.evaluate(net, val)[1] > 0.8
+    task.train(net, train, {"local-epochs": 5, "convergence-tolerance": 0.0}, seed=1)
+    assert task.evaluate(net, val)[0]["eval_acc"] > 0.8
 
 
 @pytest.mark.parametrize(("config", "message"), [
