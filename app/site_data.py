@@ -94,6 +94,16 @@ def find_files(folder: Path) -> tuple[Path, Path | None]:
     return train, val
 
 
+def load_test_file(folder: Path, features: int, num_classes: int, label_column: str = "label") -> Table:
+    """A server's own test set: test.npz or test.csv in `folder`, in a site's formats, checked alike."""
+    if not folder.is_dir():
+        raise SiteDataError(folder, "no such folder: mount the server's test set there (docs/app.md#the-servers-test-set)")
+    path = _one_of(folder, sorted(p.name for p in folder.iterdir()), "test")
+    if path is None:
+        raise SiteDataError(folder, "no test.npz or test.csv")
+    return check(read_table(path, label_column), features, num_classes)
+
+
 def _one_of(folder: Path, present: list[str], stem: str) -> Path | None:
     names = [stem + suffix for suffix in FORMATS if stem + suffix in present]
     if len(names) > 1:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 import time
 import zlib
 from collections.abc import Mapping
@@ -44,6 +45,8 @@ EVALUATE_METRICS = ("eval_loss", "eval_acc")
 TEST_FRACTION = 0.2  # of the whole data set, held out for the server
 VALIDATION_EVERY = site_data.VALIDATION_EVERY  # every 5th sample of a partition is its local validation set
 DIGITS_FILE = Path(__file__).resolve().parent / "data" / "digits.json"
+# server-test-set="folder": where the server's operator mounts its own test set (read-only)
+SERVER_TEST_DATA = "/var/lib/flower/test-data"
 # An NVIDIA GPU where the image has CUDA (TORCH=cuda) and the container one
 # (docker/compose.gpu.yaml); the CPU otherwise. Models travel on the CPU.
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -88,15 +91,20 @@ def _train_and_test(seed: int) -> tuple[Split, Split]:
 
 
 def load_test_set(run_config: Mapping) -> Split | None:
-    """The server's held-out test set, shaped for the run's model; None for
-    run config server-test-set="none" (a model whose data is not the digits)."""
+    """The server's held-out test set, shaped for the run's model: the bundled digits' fifth
+    ("digits"), the server operator's own file ("folder": test.npz or test.csv in
+    $SERVER_TEST_DATA), or None ("none": no server-side evaluation)."""
     choice = str(setting(run_config, "server-test-set"))
     if choice == "none":
         return None
-    if choice != "digits":
-        raise ValueError(f"server-test-set must be 'digits' or 'none', got {choice!r}")
-    test = _train_and_test(int(run_config["seed"]))[1]
     shape = models.input_shape(run_config)
+    if choice == "folder":
+        table = site_data.load_test_file(Path(os.getenv("SERVER_TEST_DATA", SERVER_TEST_DATA)),
+                                         features=math.prod(shape), num_classes=models.num_classes(run_config))
+        return Split(site_data.as_model_input(table.x, shape, table.path), table.y)
+    if choice != "digits":
+        raise ValueError(f"server-test-set must be 'digits', 'folder' or 'none', got {choice!r}")
+    test = _train_and_test(int(run_config["seed"]))[1]
     if math.prod(shape) != test.inputs[0].size:
         raise ValueError(f"the digits test set has {test.inputs[0].size} features per sample, but the model "
                          f"takes {math.prod(shape)}: set server-test-set=none, or num-features={test.inputs[0].size}")

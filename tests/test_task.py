@@ -150,6 +150,24 @@ def test_without_the_servers_test_set_there_is_none():
     assert task.load_test_set({**RUN_CONFIG, "server-test-set": "none", "model": "mlp", "num-features": 20}) is None
 
 
+def test_the_servers_own_test_set_comes_from_its_folder_in_a_sites_formats(tmp_path, monkeypatch):
+    monkeypatch.setenv("SERVER_TEST_DATA", str(tmp_path))
+    x, y = np.random.default_rng(0).random((40, 64)), np.arange(40) % 10
+    np.savez(tmp_path / "test.npz", x=x, y=y)
+    for model, shape in (("cnn", (1, 8, 8)), ("mlp", (64,))):
+        test = task.load_test_set({**RUN_CONFIG, "server-test-set": "folder", "model": model})
+        assert test.inputs.shape == (40, *shape) and test.labels.tolist() == y.tolist()
+    (tmp_path / "test.npz").rename(tmp_path / "other.npz")
+    with pytest.raises(ValueError, match="no test.npz or test.csv"):
+        task.load_test_set({**RUN_CONFIG, "server-test-set": "folder"})
+    np.savez(tmp_path / "test.npz", x=x[:, :10], y=y)
+    with pytest.raises(ValueError, match="10 features per sample, but the model takes 64"):
+        task.load_test_set({**RUN_CONFIG, "server-test-set": "folder"})
+    monkeypatch.setenv("SERVER_TEST_DATA", str(tmp_path / "absent"))
+    with pytest.raises(ValueError, match="mount the server's test set there"):
+        task.load_test_set({**RUN_CONFIG, "server-test-set": "folder"})
+
+
 def test_a_node_without_partition_or_data_path_is_told_what_to_set():
     with pytest.raises(ValueError, match="data-path=<folder> for its own data"):
         task.load_local_data({}, RUN_CONFIG)
