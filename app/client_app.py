@@ -29,7 +29,7 @@ log = get_logger("app.client")
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train the received model locally, as the strategy's instruction says."""
-    instruction = _instruction(msg)
+    instruction = _instruction(msg, context)
     config = {**context.run_config, **instruction.settings()}
     net = _received_model(msg, context)
     trainset, valset = _local_data(context)
@@ -79,13 +79,13 @@ def _evaluation_metrics(net, valset: task.Split, context: Context) -> dict[str, 
     return _declared(metrics, task.EVALUATE_METRICS)
 
 
-def _instruction(msg: Message) -> TrainInstruction:
+def _instruction(msg: Message, context: Context) -> TrainInstruction:
     """The strategy's instruction for this node, decoded as untrusted (the SuperLink relays it):
     a bad one fails this reply, saying which field and why."""
     try:
         return from_content(msg.content, TrainInstruction)
     except MessageError as exc:
-        log.error("train_instruction_invalid", error=str(exc))
+        log.error("train_instruction_invalid", run_id=context.run_id, error=str(exc))
         raise
 
 
