@@ -23,7 +23,7 @@ export RAY_ADDRESS
 # and .env say the same: tests/test_image_version.py).
 export FLOWERDOCK_VERSION ?= $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml | head -1)
 
-.PHONY: install cli images federation federation-aggregated sites site-bundle federation-sites simulation-docker simulation-ray ray-certs report test test-fast simulation simulation-stop bench bench-round bench-model-size bench-simulation bench-faults bench-commands bench-ray bench-superlink bench-gateway constraints lock down clean help
+.PHONY: install cli images federation federation-aggregated sites site-bundle federation-sites simulation-docker simulation-ray ray-certs report test test-fast flower-next simulation simulation-stop bench bench-round bench-model-size bench-simulation bench-faults bench-commands bench-ray bench-superlink bench-gateway constraints lock down clean help
 
 # Every file checked against its sha256 in locks/host.txt (CPython 3.11), installed as locked
 # (--no-deps: the lock is the whole set); the project itself editable, built by the locked
@@ -129,6 +129,12 @@ test: install  ## every test, the Docker end-to-end ones included
 test-fast: install  ## unit tests only (no simulation, no Docker, no download)
 	$(BIN)/python -m pytest -q -m "not simulation and not docker and not network"
 
+# The same fast tests, then `make simulation`, on Flower's next release: a venv of its own,
+# .venv-flower-next, with .venv's packages but flwr-nightly for flwr (scripts/flower_next.py;
+# docs/flower-upgrades.md#trying-flowers-next-release).
+flower-next: install  ## the fast tests and make simulation against Flower's newest pre-release (FLOWER_NEXT=version pins one)
+	$(BIN)/python scripts/flower_next.py
+
 # Flower's simulation runtime on this machine: 10 virtual SuperNodes, one CPU per
 # ClientApp (two at once on 2 cores); Ray's log forwarding off, as it would prefix
 # ClientApp lines with "(pid=...)" and break JSON Lines.
@@ -204,4 +210,4 @@ help:  ## this list
 		awk -F'\t' '{ printf "  %-22s %s\n", $$1, $$2 }'
 
 clean:  ## remove the venv, built wheels and local outputs (not images, not containers: make down)
-	rm -rf $(VENV) .venv-cli build .flwr/apps .flwr/local-superlink outputs
+	rm -rf $(VENV) .venv-cli .venv-flower-next build .flwr/apps .flwr/local-superlink outputs

@@ -169,9 +169,13 @@ def flower_source(file: str) -> str:
 
 
 def flower_version() -> str:
+    """The installed Flower's version; its pre-releases are the `flwr-nightly` distribution
+    (as Flower's own flwr/supercore/version.py looks for it)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        return version("flwr")
-    except PackageNotFoundError:
-        return "(none)"
+    for distribution in ("flwr", "flwr-nightly"):
+        try:
+            return version(distribution)
+        except PackageNotFoundError:
+            continue
+    return "(none)"

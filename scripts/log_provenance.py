@@ -22,6 +22,7 @@ SERVERAPP_EVENTS = frozenset({
     "client_round", "round_summary", "round_skipped", "global_evaluation", "run_started",
     "run_finished", "run_failed", "nodes_waiting", "nodes_ready", "nodes_wait_ended",
     "superlink_pull_failed", "round_rejected", "model_guard_off", "node_excluded", "node_record",
+    "checkpoint_saved", "initial_model_loaded",
 })
 UNTRUSTED = "untrusted_run_event"  # the aggregator's note of a run event it kept out of runs/
 PROVENANCE = ("container", "container_id", "service")  # the aggregator's fields

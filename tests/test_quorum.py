@@ -9,6 +9,7 @@ import pytest
 from flwr.app import Error, Message, RecordDict
 
 from app.quorum import NO_REPLY, QuorumGrid, RunFailed, WaitPolicy, wait_for_nodes
+from app.round_log import Outcome, log_client_round
 from tests.conftest import json_lines, server_identity
 
 
@@ -134,6 +135,21 @@ def test_an_error_the_superlink_made_names_the_node_that_was_asked():
     replies = QuorumGrid(grid, policy).send_and_receive(instructions(1, 2))
     [lost] = [r for r in replies if r.has_error()]
     assert lost.metadata.src_node_id == 2 and lost.error.code == 5
+
+
+def test_a_lost_node_the_superlink_says_nothing_of_is_logged_missing_with_its_own_id(capsys):
+    # Flower 1.43's deployment runtime sends no NODE_UNAVAILABLE reply for a lost node (docs/flower-upgrades.md):
+    # its instruction simply gets no reply. The line still names that node, and why.
+    grid = ScriptedGrid(delays={1: 0.1, 2: 0.1, 3: None})
+    policy = WaitPolicy(min_replies=2, round_timeout=10, straggler_timeout=0.3, poll_interval=0.05)
+    replies = QuorumGrid(grid, policy).send_and_receive(instructions(1, 2, 3))
+    for reply in replies:
+        outcome = Outcome.from_error(reply) if reply.has_error() else Outcome(reply, "ok")
+        if outcome.status != "ok":
+            log_client_round(7, 1, "train", outcome)
+    [line] = [e for e in json_lines(capsys.readouterr().out) if e["event"] == "client_round"]
+    assert int(line["node_id"]) == 3 and (line["status"], line["reason"]) == ("missing", "no_reply")
+    assert line["level"] == "warning" and "no reply within the round's wait" in line["error"]
 
 
 def test_other_calls_reach_the_wrapped_grid():
