@@ -130,10 +130,10 @@ test-fast: install  ## unit tests only (no simulation, no Docker, no download)
 	$(BIN)/python -m pytest -q -m "not simulation and not docker and not network"
 
 # The same fast tests, then `make simulation`, on Flower's next release: a venv of its own,
-# .venv-flower-next, with .venv's packages but flwr-nightly for flwr (scripts/flower_next.py;
+# .venv-flower-next, with .venv's packages but flwr-nightly for flwr (scripts/flower_next/;
 # docs/flower-upgrades.md#trying-flowers-next-release).
 flower-next: install  ## the fast tests and make simulation against Flower's newest pre-release (FLOWER_NEXT=version pins one)
-	$(BIN)/python scripts/flower_next.py
+	$(BIN)/python -m scripts.flower_next
 
 # Flower's simulation runtime on this machine: 10 virtual SuperNodes, one CPU per
 # ClientApp (two at once on 2 cores); Ray's log forwarding off, as it would prefix
