@@ -226,6 +226,38 @@ RELIED_ON: tuple[Reliance, ...] = (
          why="a verification entry names its key by public_key_id (certs/certlib/publisher.py public_key_id)"),
 
     # --- scripts/ ----------------------------------------------------------------------------------
+    Parameter("flwr.supernode.fleet_http_connection:http_request_response",
+              "server_address insecure root_certificates authentication_keys max_retries max_wait_time",
+              used_by="scripts/fake_supernodes.py",
+              why="each fake node's connection: activation, heartbeats, and the Fleet calls it yields"),
+    Text("supernode/fleet_http_connection.py",
+         ("                receive,\n                send,\n                get_run,\n                get_fab,\n"
+          "                pull_object,\n                push_object,\n                confirm_message_received,",
+          "FleetHttpClient.from_server_address(", "flwr_exit(", "log(ERROR, exc)"),
+         used_by="scripts/fake_supernodes.py",
+         why="the order of the calls it yields (fake nodes unpack them by position); the module-level "
+             "FleetHttpClient and flwr_exit that a fake node's process swaps for a timed client and an "
+             "exception; an error inside the connection is logged and swallowed"),
+    Attribute("flwr.supernode.fleet_http_connection:FleetHttpClient", used_by="scripts/fake_supernodes.py",
+              why="replaced per process by a subclass that times every request"),
+    Attribute("flwr.supernode.fleet_http_connection:flwr_exit", used_by="scripts/fake_supernodes.py",
+              why="replaced per process: a node that cannot activate must not end its process's other nodes"),
+    Attribute("flwr.supernode.fleet_http_client:FleetHttpClient", used_by="scripts/fake_supernodes.py",
+              why="the class the timed client extends"),
+    Parameter("flwr.supercore.protobuf.client:ProtobufClient._send", "context stream",
+              used_by="scripts/fake_supernodes.py", why="the one method every Fleet request goes through: timed there"),
+    Parameter("flwr.common.config:get_fused_config_from_fab", "fab_file run", used_by="scripts/fake_supernodes.py",
+              why="the run config a node reads from the run and its FAB, as Flower's SuperNode does"),
+    Parameter("flwr.supercore.inflatable.inflatable_utils:pull_and_inflate_object_from_tree",
+              "object_tree pull_object_fn confirm_object_received_fn return_type", used_by="scripts/fake_supernodes.py",
+              why="pulls a message's objects, confirms receipt and inflates it, as Flower's ClientApp runner does"),
+    Parameter("flwr.supercore.inflatable.inflatable_utils:push_objects", "objects push_object_fn object_ids_to_push",
+              used_by="scripts/fake_supernodes.py", why="pushes a reply's objects"),
+    *(Attribute(f"flwr.supercore.inflatable.inflatable_object:{name}", used_by="scripts/fake_supernodes.py",
+                why="a reply's object tree and objects, as Flower's ClientApp runner builds them")
+      for name in ("get_all_nested_objects", "get_object_tree", "no_object_id_recompute")),
+    Attribute("flwr.supercore.run:RunNotRunningException", used_by="scripts/fake_supernodes.py",
+              why="a message of a run that ended: ignored, as Flower's SuperNode does"),
     Attribute("flwr.cli.build:build_fab_from_disk", used_by="scripts/publish_app.py",
               why="builds the FAB as `flwr run .` would"),
     Attribute("flwr.cli.config_utils:get_fab_metadata", used_by="scripts/publish_app.py",
