@@ -58,7 +58,7 @@ class Pacer:
     def __init__(self, base: TrainInstruction, pace_factor: float = default("pace-factor")) -> None:
         self.base, self.pace_factor = base, pace_factor
         self._seconds_per_epoch: dict[int, float] = {}  # node -> its last accepted training's pace
-        self._sent: dict[tuple[int, int], TrainInstruction] = {}  # (round, node) -> instruction
+        self._sent: dict[tuple[int, int], TrainInstruction] = {}  # (round, node) -> instruction, this round only
 
     def plan(self, node_ids: Iterable[int]) -> dict[int, TrainInstruction]:
         node_ids = list(node_ids)
@@ -77,6 +77,7 @@ class Pacer:
         """Each train message again, its content carrying its node's instruction."""
         messages = list(messages)
         plans = self.plan(m.metadata.dst_node_id for m in messages)
+        self._sent.clear()  # only this round's are asked for again (its replies' lines and paces)
         sent = []
         for m in messages:
             node, instruction = m.metadata.dst_node_id, plans[m.metadata.dst_node_id]
