@@ -1,6 +1,6 @@
-"""The fake SuperNodes (scripts/fake_supernodes.py): their replies pass the real strategy's
+"""The fake SuperNodes (scripts/fake_fleet/): their replies pass the real strategy's
 screening, their keys are what register_supernodes reads, and (marked simulation) a real run of
-this app completes against them on a local SuperLink (scripts/local_fleet_check.py)."""
+this app completes against them on a local SuperLink (scripts/local_fleet/)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,18 @@ import threading
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives import serialization
-from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
 from app import task
 from app.run_config import defaults
 from app.server_app import expected_metrics, strategy_from
+from scripts import fake_fleet as fake
+from scripts.fake_fleet import keys as fake_keys
+from scripts.fake_fleet import node as fake_node
+from scripts.fake_fleet import records as fake_records
 from tests.conftest import ROOT, json_lines, server_identity
 
-sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.append(str(ROOT / "docker"))  # last: register_supernodes imports its neighbour `submit`; shadows nothing
-import fake_supernodes as fake  # noqa: E402
 import register_supernodes  # noqa: E402
 
 RUN_ID = 4343
@@ -93,7 +95,7 @@ def test_evaluate_replies_pass_screening(capsys):
 
 
 def test_another_message_type_gets_an_error_reply():
-    reply = fake.reply_to(Message(content=fake.RecordDict(), dst_node_id=1, message_type="query"), {}, 1,
+    reply = fake.reply_to(Message(content=RecordDict(), dst_node_id=1, message_type="query"), {}, 1,
                           SETTINGS, 0.0)
     assert reply.has_error() and "query" in reply.error.reason
 
@@ -103,7 +105,7 @@ def test_keys_are_what_register_supernodes_registers(tmp_path):
     registered = register_supernodes.public_keys(tmp_path)
     assert sorted(registered.values()) == ["fake-0001", "fake-0002", "fake-0003"]
     for path in paths:
-        private, public = fake._load_key(str(path))
+        private, public = fake_keys._load_key(str(path))
         assert public.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
         assert (path.stat().st_mode & 0o077) == 0  # a private key readable by its owner alone
 
@@ -111,7 +113,7 @@ def test_keys_are_what_register_supernodes_registers(tmp_path):
 def test_an_error_flower_does_not_retry_on_a_pull_ends_the_node(monkeypatch):
     """As Flower's SuperNode ends (and its supervisor restarts it): the loop returns, run_node
     deactivates and activates again. Empty pulls before it sleep and pull again."""
-    monkeypatch.setattr(fake, "RECORDS", {kind: [] for kind in fake.KINDS})
+    monkeypatch.setattr(fake_records, "RECORDS", {kind: [] for kind in fake.KINDS})  # record() writes there
     answers = iter([None, None, RuntimeError("500 Internal Server Error")])
 
     def receive():
@@ -120,9 +122,9 @@ def test_an_error_flower_does_not_retry_on_a_pull_ends_the_node(monkeypatch):
             raise answer
         return answer
 
-    fake._loop(7, (receive,), fake.Settings("127.0.0.1:1", idle_sleep=0.01), threading.Event())
-    assert [row[3] for row in fake.RECORDS["pull"]] == [False, False]
-    assert [(row[1], row[2]) for row in fake.RECORDS["failure"]] == [(7, "exit")]
+    fake_node._loop(7, (receive,), fake.Settings("127.0.0.1:1", idle_sleep=0.01), threading.Event())
+    assert [row[3] for row in fake_records.RECORDS["pull"]] == [False, False]
+    assert [(row[1], row[2]) for row in fake_records.RECORDS["failure"]] == [(7, "exit")]
 
 
 def test_node_keys_need_tls():
@@ -150,8 +152,8 @@ def test_summary():
 def test_a_run_completes_against_fake_nodes_on_a_local_superlink():
     """A real SuperLink (TLS, node keys registered through the Control API), 6 fake nodes, a real
     run of this app: finished:completed, and every node `ok` in every round's client_round lines."""
-    result = subprocess.run([sys.executable, str(ROOT / "scripts/local_fleet_check.py"), "check", "--nodes", "6",
-                             "--idle", "5", "--processes", "2"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    result = subprocess.run([sys.executable, "-m", "scripts.local_fleet", "check", "--nodes", "6", "--idle", "5",
+                             "--processes", "2"], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     [summary] = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"nodes"')]
     assert summary["outcome"] == "finished:completed" and summary["every_node_ok"] and summary["activated"] == 6
