@@ -206,9 +206,13 @@ RELIED_ON: tuple[Reliance, ...] = (
          used_by="docker/gateway/nginx.conf.template",
          why="_RETRYABLE_STATUS_CODES: the gateway answers a SuperNode it refuses with 503, which Flower retries "
              "with its backoff (a 429 would end the SuperNode's loop)"),
-    Text("superlink/routers/fleet/router.py", ('prefix="/v1/fleet"', '@router.post("/push-object")'),
+    Text("superlink/routers/fleet/router.py", ('prefix="/v1/fleet"', '@router.post("/push-object")',
+                                               '@router.post("/send-node-heartbeat")'),
          used_by="docker/gateway/nginx.conf.template",
-         why="the Fleet API the gateway serves, and the model-chunk upload it sizes apart"),
+         why="the Fleet API the gateway serves, the model-chunk upload it sizes apart, and the heartbeat it "
+             "never sheds"),
+    Value("flwr.common.constant:HEARTBEAT_PATIENCE", 2, used_by="docker/gateway/nginx.conf.template",
+          why="a node whose heartbeats fail for 2 intervals is offline: the gateway never sheds heartbeats"),
     Text("superlink/routers/control/router.py", ('prefix="/v1/control"', '@router.post("/start-run")',
                                                  '@router.post("/stream-logs")', '@router.post("/stream-run-events")'),
          used_by="docker/gateway/nginx.conf.template",

@@ -58,7 +58,7 @@ def main() -> int:
     CONF.write_text(render(TEMPLATE, values))
     emit("info", "gateway_limits", **{name.lower(): values[name] for name in (
         "FLEET_MAX_BODY", "CONTROL_MAX_BODY", "FLEET_RATE_PER_CLIENT", "FLEET_BURST_PER_CLIENT",
-        "FLEET_CONNECTIONS_PER_CLIENT", "FLEET_UPLOADS_TOTAL", "HEADER_TIMEOUT", "BODY_TIMEOUT",
+        "FLEET_CONNECTIONS_PER_CLIENT", "FLEET_UPLOADS_TOTAL", "FLEET_REQUESTS_TOTAL", "HEADER_TIMEOUT", "BODY_TIMEOUT",
         "KEEPALIVE_TIMEOUT", "GATEWAY_WORKERS")},
          allowed_clients=values["ALLOWED_CLIENTS"] or "any")
     nginx = subprocess.Popen(["nginx", "-c", str(CONF), "-e", "stderr"], stderr=subprocess.PIPE, text=True)

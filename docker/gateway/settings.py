@@ -27,6 +27,7 @@ DEFAULTS = {
     "FLEET_BURST_PER_CLIENT": "200",
     "FLEET_CONNECTIONS_PER_CLIENT": "32",
     "FLEET_UPLOADS_TOTAL": "64",
+    "FLEET_REQUESTS_TOTAL": "32",
     "ALLOWED_CLIENTS": "",
 }
 
@@ -44,6 +45,13 @@ def _time(name: str, value: str) -> str:
 def _count(name: str, value: str) -> str:
     if not re.fullmatch(r"[1-9]\d{0,5}", value):
         raise SettingError(f"{name}={value!r} is not a whole number above 0")
+    return value
+
+
+def _connections(name: str, value: str) -> str:
+    """A limit_conn count: nginx takes at most 65535."""
+    if int(_count(name, value)) > 65535:
+        raise SettingError(f"{name}={value} is more than nginx can count (65535): set at most 65535")
     return value
 
 
@@ -96,7 +104,8 @@ CHECKS = {
     "FLEET_MAX_BODY": lambda n, v: _size(n, v, FLOWER_CHUNK, "a SuperNode sends model chunks of up to 5 MiB"),
     "CONTROL_MAX_BODY": lambda n, v: _size(n, v, FLOWER_FAB, "`flwr run` sends FABs of up to 10 MiB"),
     "FLEET_RATE_PER_CLIENT": _rate,
-    "FLEET_BURST_PER_CLIENT": _count, "FLEET_CONNECTIONS_PER_CLIENT": _count, "FLEET_UPLOADS_TOTAL": _count,
+    "FLEET_BURST_PER_CLIENT": _count, "FLEET_CONNECTIONS_PER_CLIENT": _connections,
+    "FLEET_UPLOADS_TOTAL": _connections, "FLEET_REQUESTS_TOTAL": _connections,
 }
 
 
