@@ -170,8 +170,8 @@ bench-faults: install images  ## a lost node's cost (compose), accuracy under at
 bench-ray: install images  ## the simulation on 1, 2, 4 Ray workers vs one container, 1,000 and 10,000 nodes
 	$(RECORD) $(BIN)/python scripts/bench_ray.py
 
-bench-superlink: install images  ## one SuperLink and N real SuperNode containers through the gateway: 10, 25, 50, as many as fit
-	$(RECORD) $(BIN)/python scripts/bench_superlink.py
+bench-superlink: install images  ## one SuperLink, N fake SuperNodes through the gateway (TLS, keys): 50 to 1000, with a plot
+	$(RECORD) $(BIN)/python scripts/bench_superlink.py --plot docs/figures/bench-superlink.png $(ARGS)
 
 bench-gateway: install images  ## a federation run under flood: round time and memory, quiet vs attacked
 	$(RECORD) $(BIN)/python scripts/bench_gateway.py

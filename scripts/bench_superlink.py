@@ -1,287 +1,182 @@
-"""Benchmark: how far one SuperLink goes with real SuperNodes, each its own container.
+"""Benchmark: how far one SuperLink goes, with N fake SuperNodes through the gateway.
 
-For each N: the server side of a deployment (docker/compose.server.yaml: SuperLink,
-ServerApp, gateway) and N SuperNode containers, each with its own key, that reach the
-SuperLink through the gateway's published port over TLS, as sites would; then a run in
-which every node trains and evaluates every round. Printed per N:
+For each N, a fresh federation: the server side of a deployment (docker/compose.server.yaml:
+SuperLink, SuperExec, gateway) with its own CA; N node keys registered by its
+register-supernodes one-shot; N fake SuperNodes (scripts/fake_fleet: Flower's own Fleet client,
+threads in a few processes on this host, no container each) that reach the gateway's published
+port over TLS, as sites do. Then:
 
-  start      seconds from `up` to every SuperNode online
-  round      mean seconds of the steady rounds (2..), train + evaluate
-  SuperLink  CPU (cores, mean over the run) and peak memory (MiB, page cache included)
-  gateway    CPU (cores) over the run
-  SuperNode  memory per container (MiB): mean and largest, at the end of the run
+  idle  IDLE seconds with every node connected, pulling every 3 s as Flower's SuperNode does
+  run   one run of this app (a small MLP), ROUNDS rounds of one exchange each and the final
+        evaluation, every node asked, min-replies 0.9 N; stopped after DEADLINE seconds
 
-It goes on to the largest N this machine's memory allows (from the per-node memory
-measured at the last size, leaving 3 GiB), unless told the sizes, and says where it
-broke: a run that fails, or the memory. On one host every SuperNode reaches the gateway
-from one NAT address, so the per-client limits are raised to N times their default
-(they exist for one site's address, not for a whole federation's).
+Printed per N: seconds until every node was online; pull latency p50/p99, idle and in the run;
+each train round's seconds; replies lost (of N per exchange); the most nodes the SuperLink counted
+offline; heartbeats that failed; requests the gateway shed (503, retried by Flower's client);
+the SuperLink's 500s (its SQLite lock); the CPU (cores) of the SuperLink, the gateway, the
+ServerApp's container and the fake fleet, and the SuperLink's peak memory.
 
-    .venv/bin/python scripts/bench_superlink.py [N ...]     (default: 10 25 50 max; images built)
+Every node reaches the gateway from this host's one address, so the per-client limits are raised
+N times (they exist for one site's address). FLEET_REQUESTS_TOTAL, the gateway's cap on requests
+at once from all clients, is the default unless --shed gives values to compare (0: no cap).
+
+    .venv/bin/python scripts/bench_superlink.py [--nodes 50,100,250,500,1000] [--shed 0,32]
+        [--plot docs/figures/bench-superlink.png]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import os
-from collections import Counter
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_federation import ROOT, events  # noqa: E402
-PUBLIC_NAME = "superlink.flowerdock.test"
-ROUNDS = 3
-MiB = 2**20
-HEADROOM = 3 * 2**30  # memory left to the engine, the server side and the host
+from bench_superlink_plot import plot  # noqa: E402
+from bench_superlink_server import Federation, Sampler, cpu_seconds, ended  # noqa: E402
+from fake_fleet import FakeFleet, Settings, summarize  # noqa: E402
+
+ROUNDS, IDLE, DEADLINE = 2, 30.0, 600.0
+RUN_CONFIG = ('num-server-rounds={rounds} model="mlp" mlp-hidden=8 min-nodes={quorum} expected-nodes={k} '
+              'min-replies={quorum} round-timeout=300 node-wait-timeout=120 local-epochs=1 '
+              'server-test-set="none"')  # fake updates do not train: no model guard (app/model_guard.py)
 
 
-def sh(*args: str, env: dict | None = None, timeout: int = 1800, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                            env={**os.environ, **(env or {})})
-    if check and result.returncode != 0:
-        raise RuntimeError(f"{' '.join(args[:6])} ... exited {result.returncode}: {result.stderr[-1500:]}")
-    return result
+def replies(serverapp: list[dict], k: int) -> dict:
+    """Per exchange (each train round, the final evaluate): nodes ok; the rest's reasons; round times."""
+    asked = [(r, "train") for r in range(1, ROUNDS + 1)] + [(ROUNDS, "evaluate")]
+    lines = [e for e in serverapp if e.get("event") == "client_round"]
+    ok = {p: {e["node_id"] for e in lines if (e["server_round"], e["phase"]) == p and e["status"] == "ok"}
+          for p in asked}
+    durations = {(e["server_round"], e["phase"]): e["duration_s"] for e in serverapp if e.get("event") == "round_summary"}
+    return {"replies_lost": sum(k - len(ok[p]) for p in asked if p in durations),
+            "exchanges_done": sum(p in durations for p in asked),
+            "not_ok": dict(Counter(f"{e['status']}:{e.get('reason')}" for e in lines if e["status"] != "ok")),
+            "train_round_s": [round(durations[(r, "train")], 1) for r in range(1, ROUNDS + 1) if (r, "train") in durations]}
 
 
-def cgroup(container: str, v1: str, v2: str) -> Path:
-    full = sh("docker", "inspect", "-f", "{{.Id}}", container).stdout.strip()
-    for path in (Path(f"/sys/fs/cgroup/{v1.replace('ID', full)}"), Path(f"/sys/fs/cgroup/{v2.replace('ID', full)}")):
-        if path.exists():
-            return path
-    raise RuntimeError(f"no cgroup file for {container}")
+def why_failed(serverapp: list[dict]) -> str:
+    """The ServerApp's own word on a run that failed: its reason, and a quorum it waited for in vain."""
+    said = [f"{e['event']}: {e.get('reason') or e.get('error') or ''}".strip() for e in serverapp
+            if e.get("event") == "run_failed"]
+    said += [f"nodes_wait_ended: {e.get('connected')} of {e.get('wanted')} connected" for e in serverapp
+             if e.get("event") == "nodes_wait_ended"]
+    return "; ".join(said)[:400]
 
 
-def cpu_seconds(container: str) -> float:
-    path = cgroup(container, "cpuacct/docker/ID/cpuacct.usage", "system.slice/docker-ID.scope/cpu.stat")
-    text = path.read_text()
-    if path.name == "cpu.stat":
-        return int(text.split("usage_usec")[1].split()[0]) / 1e6
-    return int(text) / 1e9
-
-
-def memory(container: str, peak: bool = False) -> int:
-    name = ("memory.max_usage_in_bytes", "memory.peak") if peak else ("memory.usage_in_bytes", "memory.current")
-    return int(cgroup(container, f"memory/docker/ID/{name[0]}", f"system.slice/docker-ID.scope/{name[1]}").read_text())
-
-
-def available_memory() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def clients_file(folder: Path, certs: Path, nodes: int) -> Path:
-    """One compose file, N SuperNode services (one network: N projects would use up Docker's
-    address pools), each docker/compose.client.yaml's SuperNode with its own key."""
-    lines = ["services:"]
-    for n in range(1, nodes + 1):
-        lines += [f"  supernode-{n}:",
-                  f"    extends: {{file: {ROOT}/tests/compose.host-gateway.yaml, service: supernode}}",
-                  f"    environment: {{PARTITION_ID: '{n - 1}', NUM_PARTITIONS: '{nodes}'}}",
-                  "    volumes: !override",
-                  f"      - {{type: bind, source: {certs}/supernode-{n}, target: /certs, read_only: true}}",
-                  # Sites each probe their own SuperNode on their own host; N probes every 2 s
-                  # on this one would cost N x 0.05 cores (1.25 of 2 at N = 25) and starve the rest.
-                  "    healthcheck: {interval: 30s}"]
-    lines += ["networks:", "  flower: {}"]
-    path = folder / "clients.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-class Federation:
-    def __init__(self, nodes: int, folder: Path) -> None:
-        self.nodes, self.folder = nodes, folder
-        self.certs = folder / "certs"
-        sh(sys.executable, "certs/make_certs.py", "init", "--out", str(self.certs), "--san", f"DNS:{PUBLIC_NAME}",
-           "--nodes", str(nodes))
-        self.fleet, self.control = free_port(), free_port()
-        self.server_env = {"SERVER_CERTS_DIR": str(self.certs / "server"), "FLEET_PORT": str(self.fleet),
-                           "CONTROL_PORT": str(self.control), "RESTART": "no", "SUPERLINK_CPU_SHARES": "4096",
-                           "FLEET_RATE_PER_CLIENT": f"{100 * nodes}r/s", "FLEET_BURST_PER_CLIENT": str(200 * nodes),
-                           "FLEET_CONNECTIONS_PER_CLIENT": str(32 * nodes)}
-        self.server = ["docker", "compose", "-p", f"fd-bench-server-{nodes}", "-f", "docker/compose.server.yaml"]
-        self.clients = ["docker", "compose", "-p", f"fd-bench-clients-{nodes}", "-f",
-                        str(clients_file(folder, self.certs, nodes))]
-        self.client_env = {"SUPERLINK": f"{PUBLIC_NAME}:{self.fleet}", "RESTART": "no"}
-        self.flwr_home = folder / "flwr"
-        self.flwr_home.mkdir()
-        (self.flwr_home / "config.toml").write_text(
-            f'[superlink]\ndefault = "bench"\n[superlink.bench]\naddress = "localhost:{self.control}"\n'
-            f'root-certificates = "{self.certs / "user/ca.crt"}"\n')
-
-    def flwr(self, *args: str, timeout: int = 3600) -> subprocess.CompletedProcess:
-        flwr = str(Path(sys.executable).parent / "flwr")
-        return sh(flwr, *args, env={"FLWR_HOME": str(self.flwr_home), "LOG_FORMAT": "console"}, timeout=timeout,
-                  check=False)
-
-    def online(self) -> int:
-        out = self.flwr("supernode", "list", "bench", "--format", "json").stdout
-        try:
-            return sum(n["status"] == "online" for n in json.loads(out[out.index("{"):])["nodes"])
-        except ValueError:
-            return 0
-
-    def wait_until_finished(self, since: float) -> str:
-        """The run's last status from `flwr ls`: `flwr run --stream` returns, exit 0, at the first
-        error the Control API gives its stream, with the run still going."""
-        status = "unknown"
-        while time.monotonic() - since < 3 * 3600:
-            out = self.flwr("ls", "bench", "--format", "json").stdout
-            try:
-                runs = json.loads(out[out.index("{"):])["runs"]
-                status = max(runs, key=lambda r: r["pending-at"])["status"] if runs else status  # the one run
-            except (ValueError, KeyError):
-                pass  # the Control API failed this one: ask again
-            if status.startswith("finished"):
-                return status
-            time.sleep(5)
-        return status
-
-    def container(self, compose: list[str], env: dict, service: str) -> str:
-        return sh(*compose, "ps", "-q", service, env=env).stdout.split()[0]
-
-    def measure(self) -> dict:
-        sh(*self.server, "up", "-d", "--no-build", "--wait", "gateway", "serverapp", env=self.server_env, timeout=600)
-        sh(*self.server, "up", "--no-build", "--exit-code-from", "register-supernodes", "register-supernodes",
-           env=self.server_env, timeout=1200)
-        started = time.monotonic()
-        sh(*self.clients, "up", "-d", "--no-build", env=self.client_env, timeout=3600)
-        while self.online() < self.nodes:
-            if time.monotonic() - started > 1800:
-                raise RuntimeError(f"only {self.online()} of {self.nodes} SuperNodes online after 30 min")
-            time.sleep(5)
-        start_s = time.monotonic() - started
-        superlink = self.container(self.server, self.server_env, "superlink")
-        gateway = self.container(self.server, self.server_env, "gateway")
-        serverapp = self.container(self.server, self.server_env, "serverapp")
-        cpu = {c: cpu_seconds(c) for c in (superlink, gateway)}
-        peak = [0]
-        stop = threading.Event()
-
-        def watch() -> None:
-            while not stop.wait(0.5):
-                peak[0] = max(peak[0], memory(superlink))
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        run_started = time.monotonic()
-        result = self.flwr("run", ".", "bench", "--stream", "--run-config",
-                           f"num-server-rounds={ROUNDS} min-nodes={self.nodes} expected-nodes={self.nodes} "
-                           f"min-replies={self.nodes} fraction-train=1.0 fraction-evaluate=1.0 node-wait-timeout=600 "
-                           "round-timeout=600")
-        status = self.wait_until_finished(run_started)
-        wall = time.monotonic() - run_started
-        stop.set()
-        watcher.join()
-        run_events = events(sh("docker", "logs", serverapp).stdout.splitlines())
-        rounds: dict[int, float] = {}
-        for e in run_events:
-            if e["event"] == "round_summary":
-                rounds[e["server_round"]] = rounds.get(e["server_round"], 0.0) + e["duration_s"]
-        ok = sum(e["event"] == "client_round" and e["status"] == "ok" for e in run_events)
-        out = sh("docker", "logs", superlink)
-        logged = (out.stdout + out.stderr).splitlines()
-        superlink_errors = Counter(e["event"].split("\n")[0][:120] for e in events(logged) if e.get("level") == "error")
-        outcomes = Counter(f"{e['status']}:{e.get('reason') or ''}" for e in run_events if e["event"] == "client_round")
-        running = sh(*self.clients, "ps", "-q", env=self.client_env).stdout.split()
-        exited = sh(*self.clients, "ps", "-a", "--status", "exited", "--format", "{{.Name}} {{.Status}}",
-                    env=self.client_env).stdout.strip().splitlines()
-        node_memory = [memory(c) / MiB for c in running]
-        steady = [rounds[r] for r in sorted(rounds)][1:] or list(rounds.values())
-        return {"nodes": self.nodes, "status": status,
-                "completed": status == "finished:completed" and ok == self.nodes * ROUNDS * 2,
-                "replies_ok": ok, "outcomes": dict(outcomes), "exited": exited, "superlink_errors": dict(superlink_errors),
-                "run_tail": (result.stdout + result.stderr)[-600:] if result.returncode else "", "start_s": start_s, "round_s": statistics.fmean(steady) if steady else float("nan"),
-                "superlink_cpu": (cpu_seconds(superlink) - cpu[superlink]) / wall,
-                "gateway_cpu": (cpu_seconds(gateway) - cpu[gateway]) / wall,
-                "superlink_peak_mib": max(peak[0], 0) / MiB,
-                "node_mean_mib": statistics.fmean(node_memory), "node_max_mib": max(node_memory)}
-
-    def down(self) -> None:
-        sh(*self.clients, "down", "-v", "-t", "5", env=self.client_env, check=False, timeout=1200)
-        sh(*self.server, "down", "-v", "-t", "5", env=self.server_env, check=False, timeout=600)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run(nodes: int) -> dict:
+def one_size(k: int, shed: int | None, idle: float = IDLE, quorum: float = 0.9, deadline: float = DEADLINE) -> dict:
+    """A fresh federation of K fake nodes, IDLE seconds idle, then one run that goes on with QUORUM x K
+    replies (the rest are `missing` after the straggler wait): what was measured."""
     with tempfile.TemporaryDirectory(prefix="fd-bench-superlink-") as folder:
-        federation = Federation(nodes, Path(folder))
+        federation = Federation(k, shed, Path(folder))
         try:
-            return federation.measure()
+            federation.up()
+            started = time.monotonic()
+            fleet = FakeFleet(Settings(f"localhost:{federation.fleet_port}", str(federation.certs / "user/ca.crt"),
+                                       ramp=min(60.0, k / 10)), federation.keys, min(8, math.ceil(k / 25))).start()
+            containers = {s: federation.container(s) for s in ("superlink", "gateway", "serverapp")}
+            sampler = Sampler(federation, containers["superlink"])
+            try:
+                while (federation.node_status() or {}).get("online", 0) < k and time.monotonic() - started < min(120 + k, 600):
+                    time.sleep(3)
+                online_s = time.monotonic() - started
+                sampler.start()
+                marks, cpu = [time.time()], [cpu_seconds(containers, fleet.pids)]
+                time.sleep(idle)
+                marks.append(time.time()), cpu.append(cpu_seconds(containers, fleet.pids))
+                run_config = RUN_CONFIG.format(rounds=ROUNDS, k=k, quorum=math.ceil(quorum * k))
+                status, run_s = federation.run(run_config, deadline)
+                marks.append(time.time()), cpu.append(cpu_seconds(containers, fleet.pids))
+            finally:
+                sampler.halt.set()
+                records = fleet.stop()
+            idle, run = summarize(records, marks[0], marks[1]), summarize(records, marks[1], marks[2])
+            gone, serverapp = ended(containers), federation.logs("serverapp")
+            superlink_500s = sum(e.get("level") == "error" and "database is locked" in str(e.get("event"))
+                                 for e in federation.logs("superlink"))
+            refused = Counter(f"{e['reason']} {e['status']}" for e in federation.logs("gateway")
+                              if e.get("event") == "gateway_refused")  # its local log: a flood rotates it
+            http_503 = Counter({kind.split()[0]: n for kind, n in _errors(idle, run).items() if kind.endswith(" 503")})
+            return {"nodes": k, "shed": shed, "status": status, "online_s": round(online_s, 1), "run_s": round(run_s, 1),
+                    "idle_pull_p50_p99": [idle["pull_latency_s_p50"], idle["pull_latency_s_p99"]],
+                    "run_pull_p50_p99": [run["pull_latency_s_p50"], run["pull_latency_s_p99"]],
+                    **replies(serverapp, k), "run_failed": why_failed(serverapp),
+                    "max_offline": sampler.max_offline, "status_unanswered": sampler.unanswered,
+                    "heartbeat_failures": idle["heartbeat_failures"] + run["heartbeat_failures"],
+                    "shed_503": sum(http_503.values()), "http_503_by_path": dict(http_503),
+                    "gateway_refused": dict(refused),
+                    "superlink_500s": superlink_500s, "node_failures": summarize(records)["node_failures"],
+                    **{f"{name}_cores_{phase}": round((cpu[i + 1][name] - cpu[i][name]) / (marks[i + 1] - marks[i]), 2)
+                       for name in ("superlink", "gateway", "serverapp", "fleet") for i, phase in ((0, "idle"), (1, "run"))},
+                    "superlink_peak_mib": round(sampler.peak_mib), "ended": gone}
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
-            return {"nodes": nodes, "completed": False, "error": str(exc)[-300:]}
+            return {"nodes": k, "shed": shed, "status": f"broke: {str(exc)[-300:]}"}
         finally:
             federation.down()
 
 
-def main() -> None:
-    asked = sys.argv[1:] or ["10", "25", "50", "max"]
-    results: list[dict] = []
-    for size in asked:
-        if size == "max":
-            last = next((r for r in reversed(results) if r.get("completed")), None)
-            if last is None:
-                break
-            per_node = last["node_max_mib"] * MiB
-            nodes = int((available_memory() - HEADROOM) // per_node)
-            if nodes <= last["nodes"]:
-                print(f"  max: no more than {last['nodes']} SuperNodes fit beside 3 GiB of headroom "
-                      f"({per_node / MiB:.0f} MiB each)")
-                break
-        else:
-            nodes = int(size)
-            last = next((r for r in reversed(results) if r.get("completed")), None)
-            need = nodes * last["node_max_mib"] * MiB + HEADROOM if last else 0
-            if need > available_memory():
-                # Starting them anyway would hand the host's OOM killer the engine and this script.
-                results.append({"nodes": nodes, "completed": False, "error":
-                                f"not started: {nodes} x {last['node_max_mib']:.0f} MiB + 3 GiB headroom = "
-                                f"{need / 2**30:.1f} GiB, {available_memory() / 2**30:.1f} GiB available"})
-                print(f"  {nodes} SuperNodes do not fit this machine's memory", file=sys.stderr, flush=True)
-                continue  # the largest that fits ("max") may still follow
-        print(f"  measuring {nodes} SuperNodes ...", file=sys.stderr, flush=True)
-        results.append(run(nodes))
-        r = results[-1]
-        print(f"  {nodes} SuperNodes: {'done' if r.get('completed') else 'not done'}; "
-              f"{ {k: v for k, v in r.items() if k not in ('outcomes', 'run_tail', 'superlink_errors')} }", file=sys.stderr, flush=True)
-        if not r.get("completed"):
-            break  # where it broke
-    print(f"one SuperLink, N SuperNode containers through the gateway (TLS, node keys), {ROUNDS} rounds, "
-          f"every node every round; {os.cpu_count()} cores, {available_memory() / 2**30:.1f} GiB available")
-    print(f"  {'N':>4}{'done':>6}{'start s':>9}{'round s':>9}{'SuperLink cores':>17}{'peak MiB':>10}"
-          f"{'gateway cores':>15}{'SuperNode MiB mean/max':>24}")
+def _errors(*summaries: dict) -> Counter:
+    total: Counter = Counter()
+    for summary in summaries:
+        total.update(summary["errors_by_kind"])
+    return total
+
+
+def table(results: list[dict]) -> str:
+    head = ("N", "cap", "online s", "idle pull p50/p99", "run pull p50/p99", "train rounds s", "lost", "offline",
+            "hb fail", "shed 503", "500s", "SuperLink cores idle/run", "MiB", "gateway cores idle/run",
+            "ServerApp cores", "fleet cores", "run")
+    rows = [head]
     for r in results:
-        if "error" in r:
-            print(f"  {r['nodes']:>4}{'no':>6}  broke: {r['error']}")
+        if "online_s" not in r:
+            rows.append((str(r["nodes"]), cap_label(r["shed"]), *[""] * (len(head) - 3), r["status"]))
             continue
-        print(f"  {r['nodes']:>4}{'yes' if r['completed'] else 'no':>6}{r['start_s']:>9.0f}{r['round_s']:>9.1f}"
-              f"{r['superlink_cpu']:>17.2f}{r['superlink_peak_mib']:>10.0f}{r['gateway_cpu']:>15.2f}"
-              f"{r['node_mean_mib']:>15.0f} / {r['node_max_mib']:.0f}")
-        if not r["completed"]:
-            print(f"        run {r['status']}; replies: {r['outcomes']}; exited: {r['exited'] or 'none'}; {r['run_tail']}")
-            for error, count in r["superlink_errors"].items():
-                print(f"        SuperLink error x{count}: {error}")
-    done = [r for r in results if r.get("completed")]
-    if len(done) > 1:
-        first, last = done[0], done[-1]
-        print(f"  {last['nodes'] / first['nodes']:.1f}x the nodes: {last['round_s'] / first['round_s']:.2f}x the round, "
-              f"{last['superlink_cpu'] / max(first['superlink_cpu'], 1e-9):.2f}x the SuperLink's CPU, "
-              f"{last['superlink_peak_mib'] / first['superlink_peak_mib']:.2f}x its memory")
+        rows.append((str(r["nodes"]), cap_label(r["shed"]), str(r["online_s"]),
+                     "/".join(map(str, r["idle_pull_p50_p99"])), "/".join(map(str, r["run_pull_p50_p99"])),
+                     ", ".join(map(str, r["train_round_s"])), str(r["replies_lost"]), str(r["max_offline"]),
+                     str(r["heartbeat_failures"]), str(r["shed_503"]), str(r["superlink_500s"]),
+                     f"{r['superlink_cores_idle']}/{r['superlink_cores_run']}", str(r["superlink_peak_mib"]),
+                     f"{r['gateway_cores_idle']}/{r['gateway_cores_run']}", str(r["serverapp_cores_run"]),
+                     f"{r['fleet_cores_idle']}/{r['fleet_cores_run']}",
+                     f"{r['status']} in {r['run_s']} s" + "".join(f"; {n} ended: {how}" for n, how in r["ended"].items())
+                     + (f"; {r['run_failed']}" if r.get("run_failed") else "")))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    return "\n".join(" | ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def cap_label(cap: int | None) -> str:
+    return "default" if cap is None else str(cap or "none")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", default="50,100,250,500,1000", help="sizes, separated by commas")
+    parser.add_argument("--shed", help="FLEET_REQUESTS_TOTAL values to compare at each size (0: no cap)")
+    parser.add_argument("--plot", type=Path, help="write a PNG of the figures here")
+    parser.add_argument("--deadline", type=float, default=DEADLINE, help="seconds a run may take before it is stopped")
+    args = parser.parse_args()
+    caps = [int(c) for c in args.shed.split(",")] if args.shed else [None]
+    results = []
+    for k in (int(n) for n in args.nodes.split(",")):
+        for cap in caps:
+            print(f"  measuring {k} fake SuperNodes (cap {cap}) ...", file=sys.stderr, flush=True)
+            results.append(one_size(k, cap, deadline=args.deadline))
+            print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    print(f"one SuperLink, N fake SuperNodes (Flower's Fleet client, {os.cpu_count()} cores shared) through the "
+          f"gateway (TLS, node keys): {IDLE:.0f} s idle, then {ROUNDS} rounds of one exchange and the final "
+          f"evaluation, every node asked, min-replies 0.9 N")
+    print(table(results))
+    if args.plot:
+        plot(results, args.plot)
+        print(f"plot: {args.plot}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
