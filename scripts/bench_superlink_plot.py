@@ -13,15 +13,18 @@ def plot(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")  # no display here
     import matplotlib.pyplot as plt
 
-    fig, (times, losses) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (times, losses) = plt.subplots(1, 2, figsize=(11, 6.2))
     for cap in sorted({r["shed"] for r in results}, key=lambda c: -1 if c is None else c):
         rows = sorted((r for r in results if r["shed"] == cap and "online_s" in r), key=lambda r: r["nodes"])
         if not rows:
             continue
-        label = "" if cap is None else (" (no cap)" if cap == 0 else f" (cap {cap})")
+        label = " (default cap)" if cap is None else (" (no cap)" if cap == 0 else f" (cap {cap})")
         nodes = [r["nodes"] for r in rows]
         rounds = [sum(r["train_round_s"]) / len(r["train_round_s"]) if r["train_round_s"] else None for r in rows]
         times.plot(nodes, rounds, marker="o", label="train round, mean" + label)
+        unfinished = [(r["nodes"], r["run_s"]) for r in rows if not r["train_round_s"]]
+        if unfinished:  # no round ended before the run was stopped: at least this long
+            times.scatter(*zip(*unfinished), marker="^", s=60, label="no round done in (s)" + label)
         times.plot(nodes, [r["idle_pull_p50_p99"][1] for r in rows], marker="s", linestyle="--",
                    label="idle pull p99" + label)
         losses.plot(nodes, [r["replies_lost"] for r in rows], marker="o", label="replies lost" + label)
@@ -34,7 +37,7 @@ def plot(results: list[dict], path: Path) -> None:
         axis.set_ylabel(unit)
         axis.set_title(title)
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
+        axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.14), ncol=2)  # below: the points stay visible
     times.set_yscale("log")
     fig.suptitle("One SuperLink through the gateway, 2 cores (make bench-superlink)", fontsize=10)
     fig.tight_layout()
