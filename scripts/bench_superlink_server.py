@@ -20,6 +20,7 @@ from bench_federation import ROOT, events
 from fake_fleet import make_keys
 
 MiB = 2**20
+FLWR_HOME_LOCK = threading.Lock()  # the sampler's thread and the main one both ask
 NO_CAP = 65535  # the most nginx's limit_conn takes: no cap, in effect
 
 
@@ -110,10 +111,14 @@ class Federation:
         from flwr.cli.utils import init_http_client_from_connection
         from flwr.proto.control_pb2 import ListNodesRequest
 
-        os.environ["FLWR_HOME"] = str(self.flwr_home)
         try:
-            with contextlib.redirect_stdout(io.StringIO()):  # the CLI client says which SuperLink it uses
-                control = init_http_client_from_connection(read_superlink_connection("bench"))
+            with FLWR_HOME_LOCK, contextlib.redirect_stdout(io.StringIO()):  # the client says which SuperLink
+                before = os.environ.get("FLWR_HOME")
+                os.environ["FLWR_HOME"] = str(self.flwr_home)  # where Flower's CLI reads the connection
+                try:
+                    control = init_http_client_from_connection(read_superlink_connection("bench"))
+                finally:  # as it was: a test process goes on after this federation
+                    os.environ.pop("FLWR_HOME") if before is None else os.environ.update(FLWR_HOME=before)
             with contextlib.closing(control):
                 return Counter(node.status for node in control.ListNodes(ListNodesRequest()).nodes_info)
         except Exception:  # too busy to answer in time
