@@ -70,7 +70,8 @@ def why_failed(serverapp: list[dict]) -> str:
     return "; ".join(said)[:400]
 
 
-def one_size(k: int, shed: int | None, idle: float = IDLE, quorum: float = 0.9, deadline: float = DEADLINE) -> dict:
+def one_size(k: int, shed: int | None, idle: float = IDLE, quorum: float = 0.9, deadline: float = DEADLINE,
+             online_wait: float = 600.0) -> dict:
     """A fresh federation of K fake nodes, IDLE seconds idle, then one run that goes on with QUORUM x K
     replies (the rest are `missing` after the straggler wait): what was measured."""
     with tempfile.TemporaryDirectory(prefix="fd-bench-superlink-") as folder:
@@ -83,7 +84,8 @@ def one_size(k: int, shed: int | None, idle: float = IDLE, quorum: float = 0.9, 
             containers = {s: federation.container(s) for s in ("superlink", "gateway", "serverapp")}
             sampler = Sampler(federation, containers["superlink"])
             try:
-                while (federation.node_status() or {}).get("online", 0) < k and time.monotonic() - started < min(120 + k, 600):
+                wait_until = started + min(120 + k, online_wait)
+                while (federation.node_status() or {}).get("online", 0) < k and time.monotonic() < wait_until:
                     time.sleep(3)
                 online_s = time.monotonic() - started
                 sampler.start()
@@ -160,13 +162,15 @@ def main() -> int:
     parser.add_argument("--shed", help="FLEET_REQUESTS_TOTAL values to compare at each size (0: no cap)")
     parser.add_argument("--plot", type=Path, help="write a PNG of the figures here")
     parser.add_argument("--deadline", type=float, default=DEADLINE, help="seconds a run may take before it is stopped")
+    parser.add_argument("--online-wait", type=float, default=600.0,
+                        help="seconds to wait for every node to be online before going on with those that are")
     args = parser.parse_args()
     caps = [int(c) for c in args.shed.split(",")] if args.shed else [None]
     results = []
     for k in (int(n) for n in args.nodes.split(",")):
         for cap in caps:
             print(f"  measuring {k} fake SuperNodes (cap {cap}) ...", file=sys.stderr, flush=True)
-            results.append(one_size(k, cap, deadline=args.deadline))
+            results.append(one_size(k, cap, deadline=args.deadline, online_wait=args.online_wait))
             print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     print(f"one SuperLink, N fake SuperNodes (Flower's Fleet client, {os.cpu_count()} cores shared) through the "
           f"gateway (TLS, node keys): {IDLE:.0f} s idle, then {ROUNDS} rounds of one exchange and the final "
