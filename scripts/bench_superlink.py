@@ -84,9 +84,10 @@ def one_size(k: int, shed: int | None, idle: float = IDLE, quorum: float = 0.9, 
             containers = {s: federation.container(s) for s in ("superlink", "gateway", "serverapp")}
             sampler = Sampler(federation, containers["superlink"])
             try:
-                wait_until = started + min(120 + k, online_wait)
-                while (federation.node_status() or {}).get("online", 0) < k and time.monotonic() < wait_until:
-                    time.sleep(3)
+                wait_until, online = started + min(120 + k, online_wait), 0
+                while online < k and time.monotonic() < wait_until:
+                    online = (federation.node_status() or {}).get("online", online)
+                    time.sleep(0 if online == k else 3)
                 online_s = time.monotonic() - started
                 sampler.start()
                 marks, cpu = [time.time()], [cpu_seconds(containers, fleet.pids)]
@@ -98,19 +99,20 @@ def one_size(k: int, shed: int | None, idle: float = IDLE, quorum: float = 0.9, 
             finally:
                 sampler.halt.set()
                 records = fleet.stop()
-            idle, run = summarize(records, marks[0], marks[1]), summarize(records, marks[1], marks[2])
+            quiet, busy = summarize(records, marks[0], marks[1]), summarize(records, marks[1], marks[2])
             gone, serverapp = ended(containers), federation.logs("serverapp")
             superlink_500s = sum(e.get("level") == "error" and "database is locked" in str(e.get("event"))
                                  for e in federation.logs("superlink"))
             refused = Counter(f"{e['reason']} {e['status']}" for e in federation.logs("gateway")
                               if e.get("event") == "gateway_refused")  # its local log: a flood rotates it
-            http_503 = Counter({kind.split()[0]: n for kind, n in _errors(idle, run).items() if kind.endswith(" 503")})
-            return {"nodes": k, "shed": shed, "status": status, "online_s": round(online_s, 1), "run_s": round(run_s, 1),
-                    "idle_pull_p50_p99": [idle["pull_latency_s_p50"], idle["pull_latency_s_p99"]],
-                    "run_pull_p50_p99": [run["pull_latency_s_p50"], run["pull_latency_s_p99"]],
+            http_503 = Counter({kind.split()[0]: n for kind, n in _errors(quiet, busy).items() if kind.endswith(" 503")})
+            return {"nodes": k, "shed": shed, "status": status, "online_s": round(online_s, 1), "online": online,
+                    "run_s": round(run_s, 1),
+                    "idle_pull_p50_p99": [quiet["pull_latency_s_p50"], quiet["pull_latency_s_p99"]],
+                    "run_pull_p50_p99": [busy["pull_latency_s_p50"], busy["pull_latency_s_p99"]],
                     **replies(serverapp, k), "run_failed": why_failed(serverapp),
                     "max_offline": sampler.max_offline, "status_unanswered": sampler.unanswered,
-                    "heartbeat_failures": idle["heartbeat_failures"] + run["heartbeat_failures"],
+                    "heartbeat_failures": quiet["heartbeat_failures"] + busy["heartbeat_failures"],
                     "shed_503": sum(http_503.values()), "http_503_by_path": dict(http_503),
                     "gateway_refused": dict(refused),
                     "superlink_500s": superlink_500s, "node_failures": summarize(records)["node_failures"],
@@ -139,7 +141,8 @@ def table(results: list[dict]) -> str:
         if "online_s" not in r:
             rows.append((str(r["nodes"]), cap_label(r["shed"]), *[""] * (len(head) - 3), r["status"]))
             continue
-        rows.append((str(r["nodes"]), cap_label(r["shed"]), str(r["online_s"]),
+        online = str(r["online_s"]) + ("" if r.get("online", r["nodes"]) == r["nodes"] else f" ({r['online']} only)")
+        rows.append((str(r["nodes"]), cap_label(r["shed"]), online,
                      "/".join(map(str, r["idle_pull_p50_p99"])), "/".join(map(str, r["run_pull_p50_p99"])),
                      ", ".join(map(str, r["train_round_s"])), str(r["replies_lost"]), str(r["max_offline"]),
                      str(r["heartbeat_failures"]), str(r["shed_503"]), str(r["superlink_500s"]),

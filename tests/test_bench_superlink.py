@@ -28,8 +28,9 @@ def test_replies_lost_count_only_the_exchanges_that_ran():
                       "train_round_s": [12.3, 40.0]}  # the final evaluation never ran: not counted as lost
 
 
-def test_the_table_names_a_size_that_broke_and_a_container_that_ended():
-    measured = {"nodes": 250, "shed": None, "status": "running after 600 s (stopped)", "online_s": 40.0, "run_s": 600.0,
+def test_the_table_names_a_size_that_broke_nodes_never_online_and_a_container_that_ended():
+    measured = {"nodes": 250, "shed": None, "status": "running after 600 s (stopped)", "online_s": 40.0, "online": 240,
+                "run_s": 600.0,
                 "idle_pull_p50_p99": [0.1, 2.0], "run_pull_p50_p99": [0.5, 30.0], "train_round_s": [], "replies_lost": 0,
                 "max_offline": 3, "heartbeat_failures": 7, "shed_503": 100, "superlink_500s": 2,
                 "superlink_cores_idle": 0.9, "superlink_cores_run": 0.95, "superlink_peak_mib": 400,
@@ -37,5 +38,5 @@ def test_the_table_names_a_size_that_broke_and_a_container_that_ended():
                 "fleet_cores_idle": 0.3, "fleet_cores_run": 0.4, "ended": {"serverapp": "exited exit=1 oom=false"}}
     text = bench_superlink.table([measured, {"nodes": 500, "shed": 0, "status": "broke: compose up failed"}])
     rows = text.splitlines()
-    assert rows[1].startswith("250 | default") and "serverapp ended: exited exit=1" in rows[1]
+    assert rows[1].startswith("250 | default | 40.0 (240 only)") and "serverapp ended: exited exit=1" in rows[1]
     assert rows[2].startswith("500 | none") and rows[2].endswith("broke: compose up failed")
